@@ -1,0 +1,7 @@
+"""One thin click module per command. ``COMMANDS`` maps each command name to its module;
+setup.cfg declares the same names as console scripts."""
+
+COMMANDS = {
+    "scene-convert": "scenetools.cli.convert",
+    "scene-info": "scenetools.cli.info",
+}

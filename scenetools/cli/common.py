@@ -1,0 +1,66 @@
+"""What every scenetools command shares: exit codes, one-line errors, --debug, --quiet.
+
+* exit 0 on success, 1 on a runtime failure, 2 on bad usage or bad input, 130 on Ctrl-C;
+* errors are one line on stderr, ``PROG: error: FILE: PROBLEM``; ``--debug`` adds the
+  traceback;
+* progress goes to stderr (tqdm on a terminal, log lines otherwise, nothing with --quiet).
+"""
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+
+import click
+
+from .. import progress
+from ..errors import BadInput
+
+
+def options(command):
+    """Add ``--quiet`` and ``--debug`` to a click callback and apply them."""
+
+    @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+    @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+    @functools.wraps(command)
+    def wrapper(*args, debug, quiet, **kwargs):
+        progress.configure(quiet=quiet)
+        return command(*args, **kwargs)
+
+    return wrapper
+
+
+def entry_point(command: click.Command):
+    """Turn a click command into a console-script function with the scenetools exit codes."""
+
+    def main(argv=None) -> None:
+        argv = sys.argv[1:] if argv is None else list(argv)
+        prog = command.name
+        try:
+            command.main(args=argv, prog_name=prog, standalone_mode=False)
+        except click.exceptions.Exit as done:  # --help
+            sys.exit(done.exit_code)
+        except click.exceptions.Abort:
+            sys.exit(130)
+        except click.ClickException as error:  # bad usage: unknown option, missing file, ...
+            fail(prog, f"{error.format_message()} (see {prog} --help)", 2, "--debug" in argv)
+        except BadInput as error:
+            fail(prog, str(error), 2, "--debug" in argv)
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted", file=sys.stderr)
+            sys.exit(130)
+        except BrokenPipeError:  # the reader of our stdout went away
+            sys.exit(1)
+        except Exception as error:  # noqa: BLE001 - every other failure is a runtime failure
+            fail(prog, f"{type(error).__name__}: {error}", 1, "--debug" in argv)
+        sys.exit(0)
+
+    main.command = command
+    return main
+
+
+def fail(prog: str, message: str, code: int, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(code)

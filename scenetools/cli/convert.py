@@ -1,0 +1,72 @@
+"""scene-convert: turn a dataset into one scene file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import convert as conversion
+from ..errors import BadInput
+from ..sources import SOURCES, source_class
+from . import common
+
+SYNTHETIC_OPTIONS = ("scenes", "views", "size", "seed")
+
+
+@click.command("scene-convert", context_settings={"max_content_width": 100})
+@click.option("--from", "source_name", required=True, type=click.Choice(sorted(SOURCES)),
+              help="The dataset to read.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="[IN] OUT.h5")
+@click.option("--codec", type=click.Choice(["auto", "raw", "png"]), default="auto", show_default=True,
+              help="Image storage: raw pixels (fastest reads) or PNG; auto picks PNG for large outputs.")
+@click.option("--split", "splits", help="Comma-separated splits to convert (default: all).")
+@click.option("--limit", type=click.IntRange(min=1), help="Convert at most N scenes of each split.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes decoding scenes in parallel.")
+@click.option("--shard-size", type=click.IntRange(min=1),
+              help="Write shards of N scenes (OUT-00000.h5, ...) joined by the index file OUT.h5.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT.h5 if it exists.")
+@click.option("--scenes", type=click.IntRange(min=1), help="synthetic: number of scenes [1000].")
+@click.option("--views", type=click.IntRange(min=1), help="synthetic: views per scene [10].")
+@click.option("--size", type=click.IntRange(min=8), help="synthetic: image side in pixels [64].")
+@click.option("--seed", type=int, help="synthetic: random seed [0]; the same seed gives the same file.")
+@common.options
+def command(source_name, paths, codec, splits, limit, workers, shard_size, overwrite, **source_options):
+    """Convert a dataset into the scenetools scene file format (formats/scene-h5.md).
+
+    An interrupted conversion continues where it stopped when run again with the same
+    arguments; OUT.h5 appears only when it is complete.
+
+    \b
+    Examples:
+      scene-convert --from synthetic data/synthetic.h5 --scenes 1000 --seed 0
+      scene-convert --from synthetic small.h5 --scenes 20 --views 6 --size 32
+    """
+    source_options = {k: v for k, v in source_options.items() if v is not None}
+    takes_input = source_name != "synthetic"
+    if len(paths) != 1 + takes_input:
+        usage = "IN OUT.h5" if takes_input else "OUT.h5 (it reads no input)"
+        raise click.UsageError(f"--from {source_name} takes {usage}")
+    if takes_input and source_options:
+        flags = ", ".join(f"--{k}" for k in source_options)
+        raise click.UsageError(f"{flags} only apply to --from synthetic")
+    out = paths[-1]
+    if out.exists() and not overwrite:
+        raise BadInput("already exists (use --overwrite to replace it)", out)
+    if not out.parent.is_dir():
+        raise BadInput("output folder does not exist", out.parent)
+    cls = source_class(source_name)
+    try:
+        source = cls(paths[0], **source_options) if takes_input else cls(**source_options)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    split_list = [s for s in splits.split(",") if s] if splits else None
+    conversion.convert(source, out, codec=codec, splits=split_list, limit=limit, workers=workers,
+                       shard_size=shard_size)
+    click.echo(str(out))
+
+
+main = common.entry_point(command)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""What models train on: input views with their rays, plus target rays from target views.
+
+Which views are inputs and which give targets is a :class:`ViewSelection`; the named
+``PROTOCOLS`` reproduce the reference setups. All rays are in the world frame of the scene
+file (OpenCV camera axes); models that want a canonical frame apply it themselves.
+
+Randomness (input views, sampled rays) comes from ``(seed, epoch, item)`` only, so an item
+is the same in whichever DataLoader worker or DDP rank reads it, and a resumed run sees the
+same data as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from . import cameras
+from .scenefile import SceneFile
+
+
+@dataclass(frozen=True)
+class ViewSelection:
+    """Which views of a scene are model inputs, and which supply target rays.
+
+    Args:
+        num_inputs: input views per item.
+        inputs: ``random`` draws the inputs per item; ``each`` makes every (scene, view)
+            pair an item whose first input is that view (the rest drawn at random), as the
+            NMR and CLEVR3D loaders iterate; ``first`` always takes views 0..num_inputs-1.
+        targets: ``rest`` takes target rays from the views that are not inputs; ``all``
+            from every view, inputs included (the ObSuRF/CLEVR3D protocol).
+    """
+
+    num_inputs: int = 1
+    inputs: str = "random"
+    targets: str = "rest"
+
+    def __post_init__(self):
+        if self.inputs not in ("random", "each", "first") or self.targets not in ("rest", "all"):
+            raise ValueError(f"bad view selection {self}")
+
+
+#: The reference protocols: NMR 1 input / 23 targets; MSN 5 random inputs / the other 5;
+#: ObSuRF CLEVR3D and MSN 1 input with targets from all 3 views.
+PROTOCOLS = {
+    "nmr": ViewSelection(1, "each", "rest"),
+    "msn": ViewSelection(5, "random", "rest"),
+    "clevr3d": ViewSelection(1, "each", "all"),
+    "obsurf_msn": ViewSelection(1, "each", "all"),
+}
+
+
+class SceneDataset(Dataset):
+    """Items of one split of a scene file.
+
+    Each item is a dict of tensors (I inputs, R target rays, all float32 unless noted):
+
+    * ``input_images`` [I, 3, H, W] in [0, 1], ``input_rays`` [I, H, W, 3] unit world
+      directions, ``input_camera_pos`` [I, 3], ``input_camera_to_world`` [I, 4, 4],
+      ``input_intrinsics`` [I, 3, 3], ``input_views`` [I] (int64, view indices);
+    * ``target_pixels`` [R, 3] in [0, 1], ``target_rays`` [R, 3], ``target_camera_pos`` [R, 3];
+    * when the file has them: ``input_instance`` [I, H, W] and ``target_instance`` [R]
+      (int64, 0 = background), ``target_depth`` [R] (distance along the ray),
+      ``target_semantic`` [R];
+    * ``scene_index`` (int64, row in the scene file).
+
+    ``num_rays=None`` gives full target images instead: R = T * H * W pixels of the T
+    target views in view order, and ``target_views`` [T] says which views they are.
+    """
+
+    def __init__(self, scenes: SceneFile | str, split: str | None = "train",
+                 views: ViewSelection = ViewSelection(), num_rays: int | None = 1024, seed: int = 0):
+        self.scenes = scenes if isinstance(scenes, SceneFile) else SceneFile(scenes)
+        self.scene_indices = self.scenes.split(split) if split else np.arange(self.scenes.num_scenes)
+        self.views, self.num_rays, self.seed, self.epoch = views, num_rays, seed, 0
+        counts = self.scenes.view_count[self.scene_indices]
+        needed = views.num_inputs + (views.targets == "rest")
+        if counts.min() < needed:
+            raise ValueError(f"{self.scenes.path}: scenes need at least {needed} views for {views}, "
+                             f"some have {counts.min()}")
+        if views.inputs == "each":  # item -> (scene, first input view)
+            self.items = [(s, v) for s, c in zip(self.scene_indices, counts) for v in range(c)]
+        else:
+            self.items = [(s, -1) for s in self.scene_indices]
+        self.label_fields = [f for f in ("instance", "semantic", "depth") if f in self.scenes.fields]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def choose_views(self, index: int, rng: np.random.Generator):
+        """(scene, input views, target views) of item ``index``."""
+        scene, first = self.items[index]
+        count, n = int(self.scenes.view_count[scene]), self.views.num_inputs
+        if self.views.inputs == "first":
+            inputs = np.arange(n)
+        elif self.views.inputs == "each":
+            others = np.delete(np.arange(count), first)
+            inputs = np.concatenate([[first], rng.choice(others, n - 1, replace=False)])
+        else:
+            inputs = rng.choice(count, n, replace=False)
+        targets = np.arange(count) if self.views.targets == "all" else np.setdiff1d(np.arange(count), inputs)
+        return scene, inputs.astype(np.int64), targets.astype(np.int64)
+
+    def __getitem__(self, key) -> dict:
+        """``key`` is an item index, or an (epoch, index) pair as :class:`ShardedSampler`
+        yields them (so persistent DataLoader workers need no epoch updates)."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        scene, inputs, targets = self.choose_views(index, rng)
+        fields = ("rgb", "camera_to_world", "intrinsics") + tuple(self.label_fields)
+        views = np.union1d(inputs, targets)
+        data = self.scenes.read_views(scene, views, fields)
+        row = {v: i for i, v in enumerate(views)}
+        inp, tgt = [row[v] for v in inputs], [row[v] for v in targets]
+        H, W = self.scenes.height, self.scenes.width
+
+        item = {
+            "input_images": torch.from_numpy(data["rgb"][inp]).permute(0, 3, 1, 2).float() / 255.0,
+            "input_rays": _f32(cameras.ray_directions(data["intrinsics"][inp], data["camera_to_world"][inp], H, W)),
+            "input_camera_pos": _f32(data["camera_to_world"][inp, :3, 3]),
+            "input_camera_to_world": _f32(data["camera_to_world"][inp]),
+            "input_intrinsics": _f32(data["intrinsics"][inp]),
+            "input_views": torch.from_numpy(inputs),
+            "scene_index": torch.tensor(int(scene)),
+        }
+        if "instance" in data:
+            item["input_instance"] = torch.from_numpy(data["instance"][inp].astype(np.int64))
+
+        # Target rays: flat indices over (target view, row, col).
+        total = len(targets) * H * W
+        if self.num_rays is None:
+            flat = np.arange(total)
+            item["target_views"] = torch.from_numpy(targets)
+        else:
+            flat = rng.choice(total, self.num_rays, replace=self.num_rays > total)
+        t, pixel = np.divmod(flat, H * W)
+        i, j = np.divmod(pixel, W)
+        view = np.asarray(tgt)[t]
+        c2w, K = data["camera_to_world"][view], data["intrinsics"][view]
+        uv = np.stack([j + 0.5, i + 0.5], -1)[:, None]
+        item["target_rays"] = _f32(cameras.rays_through(K, c2w, uv)[:, 0])
+        item["target_camera_pos"] = _f32(c2w[:, :3, 3])
+        item["target_pixels"] = torch.from_numpy(data["rgb"][view, i, j]).float() / 255.0
+        for name in self.label_fields:
+            values = data[name][view, i, j]
+            item[f"target_{name}"] = _f32(values) if name == "depth" else torch.from_numpy(values.astype(np.int64))
+        return item
+
+
+def _f32(array) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, np.float32))
+
+
+class ShardedSampler(Sampler):
+    """Item order for one DDP rank: a shared per-epoch permutation, split across ranks.
+
+    It yields (epoch, index) pairs, which :class:`SceneDataset` accepts as keys.
+
+    Every rank gets the same number of items (the permutation is wrapped around to a
+    multiple of ``world_size``). Within a rank, the DataLoader hands each index to exactly
+    one worker, so items are sharded across workers too. ``start`` skips the first items
+    of the epoch on this rank, to resume mid-epoch.
+    """
+
+    def __init__(self, num_items: int, rank: int = 0, world_size: int = 1, shuffle: bool = True,
+                 seed: int = 0, start: int = 0):
+        self.num_items, self.rank, self.world_size = num_items, rank, world_size
+        self.shuffle, self.seed, self.epoch, self.start = shuffle, seed, 0, start
+        self.per_rank = math.ceil(num_items / world_size)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self):
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
+        else:
+            order = np.arange(self.num_items)
+        order = np.resize(order, self.per_rank * self.world_size)  # wraps around to pad
+        return iter((self.epoch, index) for index in order[self.rank::self.world_size][self.start:].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
