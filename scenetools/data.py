@@ -142,10 +142,13 @@ class SceneDataset(Dataset):
         t, pixel = np.divmod(flat, H * W)
         i, j = np.divmod(pixel, W)
         view = np.asarray(tgt)[t]
-        c2w, K = data["camera_to_world"][view], data["intrinsics"][view]
-        uv = np.stack([j + 0.5, i + 0.5], -1)[:, None]
-        item["target_rays"] = _f32(cameras.rays_through(K, c2w, uv)[:, 0])
-        item["target_camera_pos"] = _f32(c2w[:, :3, 3])
+        uv = np.stack([j + 0.5, i + 0.5], -1)
+        rays = np.empty((len(flat), 3))
+        for v in np.unique(view):
+            on = view == v
+            rays[on] = cameras.rays_through(data["intrinsics"][v], data["camera_to_world"][v], uv[on])
+        item["target_rays"] = _f32(rays)
+        item["target_camera_pos"] = _f32(data["camera_to_world"][view, :3, 3])
         item["target_pixels"] = torch.from_numpy(data["rgb"][view, i, j]).float() / 255.0
         for name in self.label_fields:
             values = data[name][view, i, j]

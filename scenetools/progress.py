@@ -50,8 +50,10 @@ class LogLines:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        self.closed = True  # a failure is reported by the error line alone
 
     def update(self, n: int = 1) -> None:
         self.n += n

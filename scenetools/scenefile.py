@@ -605,17 +605,19 @@ class SceneFile:
                      category=category or None, **data)
 
 
-def validate_file(path, progress=None) -> SceneFile:
+def validate_file(path) -> SceneFile:
     """Fully check a scene file: its structure, and every camera (read in blocks).
 
     Returns the opened :class:`SceneFile`; raises :class:`BadInput` naming the problem.
-    ``progress`` is an optional callable wrapping the block iterator.
     """
+    from .progress import progress
+
     scenes = SceneFile(path)
-    blocks = range(0, scenes.num_views, 65536)
-    with h5py.File(scenes.path, "r") as f:
-        for start in (progress(blocks) if progress else blocks):
-            stop = min(start + 65536, scenes.num_views)
+    block = 65536
+    with h5py.File(scenes.path, "r") as f, progress(total=scenes.num_views, desc="checking cameras",
+                                                    unit="views") as bar:
+        for start in range(0, scenes.num_views, block):
+            stop = min(start + block, scenes.num_views)
             c2w = f["views/camera_to_world"][start:stop].astype(np.float64)
             K = f["views/intrinsics"][start:stop].astype(np.float64)
             try:
@@ -624,6 +626,7 @@ def validate_file(path, progress=None) -> SceneFile:
                 row = start + _first_bad_view(c2w, K)
                 scene = int(np.searchsorted(scenes.view_offset, row, side="right") - 1)
                 raise BadInput(f"scene {scene} ({scenes.names[scene]}): {error}", scenes.path) from None
+            bar.update(stop - start)
     return scenes
 
 

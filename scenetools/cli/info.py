@@ -9,7 +9,6 @@ import imageio.v3 as iio
 import numpy as np
 
 from ..atomic import atomic_output
-from ..progress import progress
 from ..scenefile import validate_file
 from ..visualize import contact_sheet
 from . import common
@@ -32,7 +31,7 @@ def command(path, grid, grid_scenes, grid_views):
       scene-info data/synthetic.h5
       scene-info data/synthetic.h5 --grid synthetic.png --grid-scenes 6
     """
-    scenes = validate_file(path, progress=lambda blocks: progress(blocks, desc="checking cameras", unit="blocks"))
+    scenes = validate_file(path)
     click.echo(summary(scenes))
     if grid:
         indices = np.unique(np.linspace(0, scenes.num_scenes - 1, min(grid_scenes, scenes.num_scenes)).round().astype(int))
