@@ -19,3 +19,15 @@ def synthetic_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("synthetic") / "small.h5"
     convert(SyntheticSource(scenes=12, views=6, size=24, seed=3), path, codec="raw")
     return path
+
+
+def assert_bad_input(result, names, out):
+    """A command rejected bad input: exit 2, one line on stderr naming ``names``, no ``out``."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert " error: " in lines[0]
+    for name in names if isinstance(names, (list, tuple)) else [names]:
+        assert str(name) in lines[0], (name, lines[0])
+    out = __import__("pathlib").Path(out)
+    assert not out.exists() and not list(out.parent.glob(f".{out.stem}.partial*")), "output left behind"

@@ -40,6 +40,12 @@ class SourceInfo:
 #: dependencies are never needed by the others.
 SOURCES = {
     "synthetic": "scenetools.sources.synthetic:SyntheticSource",
+    "kubric": "scenetools.sources.kubric:KubricSource",
+    "obsurf": "scenetools.sources.obsurf:ObsurfSource",
+    "nmr": "scenetools.sources.nmr:NMRSource",
+    "srn": "scenetools.sources.srn:SRNSource",
+    "semantic": "scenetools.sources.semantic:SemanticSource",
+    "nerfstudio": "scenetools.sources.nerfstudio:NerfstudioSource",
 }
 
 
