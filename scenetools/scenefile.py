@@ -182,7 +182,7 @@ class SceneWriter:
             ``source_info`` (a dict, stored as JSON).
     """
 
-    block_scenes, block_bytes = 256, 64 * 2**20  # buffered before each write
+    block_scenes, block_bytes = 64, 16 * 2**20  # buffered before each write
 
     def __init__(self, path, *, height: int, width: int, source: str, render_range=None,
                  codec: str = "raw", fields: dict | None = None, attrs: dict | None = None,

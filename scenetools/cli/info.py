@@ -65,7 +65,7 @@ def summary(scenes) -> str:
         common_categories = collections.Counter(scenes.categories).most_common(8)
         lines.append(("categories", ", ".join(f"{name} {n}" for name, n in common_categories)))
     if scenes.semantic_classes:
-        lines.append(("semantic classes", ", ".join(scenes.semantic_classes)))
+        lines.append(("classes", ", ".join(scenes.semantic_classes)))
     lines.append(("cameras", f"checked: {scenes.num_views} finite rigid poses, pinhole intrinsics"))
     return "\n".join(f"{key:<16}{value}" for key, value in lines)
 
