@@ -32,6 +32,8 @@ def atomic_output(path, keep_partial_on_error: bool = False):
         if not keep_partial_on_error:
             remove(tmp)
         raise
+    if tmp.is_dir() and path.is_dir():  # a folder output replaces the old folder as a whole
+        remove(path)
     os.replace(tmp, path)
 
 

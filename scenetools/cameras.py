@@ -168,3 +168,42 @@ def rigid_transform_error(c2w: np.ndarray) -> np.ndarray:
 
 def _unit(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------- scene geometry
+# Orbits and other camera paths take their centre, up axis and radius from a scene's cameras.
+
+def up_direction(c2w: np.ndarray, world_up=None) -> np.ndarray:
+    """The scene's up direction: ``world_up`` when the file has one, else the mean of the
+    cameras' image-up directions (-y in OpenCV axes)."""
+    if world_up is not None:
+        return _unit(np.asarray(world_up, np.float64))
+    return _unit(-np.asarray(c2w, np.float64)[..., :3, 1].reshape(-1, 3).mean(0))
+
+
+def look_at_center(c2w: np.ndarray) -> np.ndarray:
+    """The point closest (least squares) to every camera's optical axis: where the cameras
+    look. Falls back to the mean camera position when the axes are (nearly) parallel."""
+    c2w = np.asarray(c2w, np.float64).reshape(-1, 4, 4)
+    origins, axes = c2w[:, :3, 3], c2w[:, :3, 2]
+    projector = np.eye(3) - axes[:, :, None] * axes[:, None, :]  # removes the along-axis part
+    A, b = projector.sum(0), np.einsum("nij,nj->i", projector, origins)
+    if np.linalg.cond(A) > 1e6:
+        return origins.mean(0)
+    return np.linalg.solve(A, b)
+
+
+def rotation_about(axis: np.ndarray, angle: float) -> np.ndarray:
+    """3x3 rotation by ``angle`` radians about the unit ``axis`` (right-handed)."""
+    x, y, z = _unit(np.asarray(axis, np.float64))
+    K = np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]])
+    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+
+
+def orbit(c2w: np.ndarray, center: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
+    """Camera-to-world [..., 4, 4] rotated by ``angle`` about the line through ``center``
+    along ``axis``: the camera keeps its distance and height and turns with the scene."""
+    R = np.eye(4)
+    R[:3, :3] = rotation_about(axis, angle)
+    R[:3, 3] = center - R[:3, :3] @ center
+    return R @ np.asarray(c2w, np.float64)

@@ -88,8 +88,7 @@ def _write_file(source, refs, path, codec, key, workers, desc):
             note(f"{path}: resuming an interrupted conversion after {writer.num_written} of {len(refs)} scenes")
         todo = refs[writer.num_written:]
         batches = [todo[i:i + source.batch_size] for i in range(0, len(todo), source.batch_size)]
-        with progress(total=len(refs), desc=desc, unit="scenes") as bar:
-            bar.update(writer.num_written)
+        with progress(total=len(refs), desc=desc, unit="scenes", initial=writer.num_written) as bar:
             load = functools.partial(_load_prepared, source, (info.height, info.width, writer.fields, codec))
             for scenes in _map_bounded(load, batches, workers):
                 for scene in scenes:

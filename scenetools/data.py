@@ -69,11 +69,17 @@ class SceneDataset(Dataset):
 
     ``num_rays=None`` gives full target images instead: R = T * H * W pixels of the T
     target views in view order, and ``target_views`` [T] says which views they are.
+
+    ``input_stride`` s > 1 keeps every s-th input pixel from s // 2 on, in both directions (the
+    reference's ``downsample``); input intrinsics are adjusted to match. Targets stay at full
+    resolution.
     """
 
     def __init__(self, scenes: SceneFile | str, split: str | None = "train",
-                 views: ViewSelection = ViewSelection(), num_rays: int | None = 1024, seed: int = 0):
+                 views: ViewSelection = ViewSelection(), num_rays: int | None = 1024, seed: int = 0,
+                 input_stride: int = 1):
         self.scenes = scenes if isinstance(scenes, SceneFile) else SceneFile(scenes)
+        self.input_stride = input_stride
         self.scene_indices = self.scenes.split(split) if split else np.arange(self.scenes.num_scenes)
         self.views, self.num_rays, self.seed, self.epoch = views, num_rays, seed, 0
         counts = self.scenes.view_count[self.scene_indices]
@@ -120,17 +126,20 @@ class SceneDataset(Dataset):
         inp, tgt = [row[v] for v in inputs], [row[v] for v in targets]
         H, W = self.scenes.height, self.scenes.width
 
+        s = self.input_stride
+        keep = (slice(None), slice(s // 2, None, s), slice(s // 2, None, s))  # views, rows, columns
+        rays = cameras.ray_directions(data["intrinsics"][inp], data["camera_to_world"][inp], H, W)
         item = {
-            "input_images": torch.from_numpy(data["rgb"][inp]).permute(0, 3, 1, 2).float() / 255.0,
-            "input_rays": _f32(cameras.ray_directions(data["intrinsics"][inp], data["camera_to_world"][inp], H, W)),
+            "input_images": torch.from_numpy(data["rgb"][inp][keep]).permute(0, 3, 1, 2).float() / 255.0,
+            "input_rays": _f32(rays[keep]),
             "input_camera_pos": _f32(data["camera_to_world"][inp, :3, 3]),
             "input_camera_to_world": _f32(data["camera_to_world"][inp]),
-            "input_intrinsics": _f32(data["intrinsics"][inp]),
+            "input_intrinsics": _f32(stride_intrinsics(data["intrinsics"][inp], s)),
             "input_views": torch.from_numpy(inputs),
             "scene_index": torch.tensor(int(scene)),
         }
         if "instance" in data:
-            item["input_instance"] = torch.from_numpy(data["instance"][inp].astype(np.int64))
+            item["input_instance"] = torch.from_numpy(data["instance"][inp][keep].astype(np.int64))
 
         # Target rays: flat indices over (target view, row, col).
         total = len(targets) * H * W
@@ -156,6 +165,14 @@ class SceneDataset(Dataset):
         return item
 
 
+def stride_intrinsics(K: np.ndarray, stride: int) -> np.ndarray:
+    """K of an image that keeps every ``stride``-th pixel from ``stride // 2`` on: new pixel k
+    is old pixel ``stride * k + stride // 2``, so u_old = stride * u_new + stride // 2 + 0.5 - stride / 2."""
+    offset = stride // 2 + 0.5 - stride / 2
+    A = np.array([[1 / stride, 0, -offset / stride], [0, 1 / stride, -offset / stride], [0, 0, 1]])
+    return A @ K
+
+
 def _f32(array) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, np.float32))
 
@@ -163,30 +180,47 @@ def _f32(array) -> torch.Tensor:
 class ShardedSampler(Sampler):
     """Item order for one DDP rank: a shared per-epoch permutation, split across ranks.
 
-    It yields (epoch, index) pairs, which :class:`SceneDataset` accepts as keys.
+    It yields (epoch, index) pairs, which :class:`SceneDataset` accepts as keys. Every rank
+    gets the same number of items (the permutation is wrapped around to a multiple of
+    ``world_size``). Within a rank, the DataLoader hands each index to exactly one worker, so
+    items are sharded across workers too.
 
-    Every rank gets the same number of items (the permutation is wrapped around to a
-    multiple of ``world_size``). Within a rank, the DataLoader hands each index to exactly
-    one worker, so items are sharded across workers too. ``start`` skips the first items
-    of the epoch on this rank, to resume mid-epoch.
+    With ``batch_size``, each epoch is cut to whole batches (``batches_per_epoch``), and with
+    ``infinite`` the epochs follow each other without end, so one DataLoader serves a whole
+    training run and the step alone says where the data stands. ``start`` skips the first
+    items of the first epoch on this rank, to resume mid-epoch.
     """
 
     def __init__(self, num_items: int, rank: int = 0, world_size: int = 1, shuffle: bool = True,
-                 seed: int = 0, start: int = 0):
+                 seed: int = 0, start: int = 0, batch_size: int | None = None, infinite: bool = False):
         self.num_items, self.rank, self.world_size = num_items, rank, world_size
         self.shuffle, self.seed, self.epoch, self.start = shuffle, seed, 0, start
         self.per_rank = math.ceil(num_items / world_size)
+        self.batches_per_epoch = self.per_rank // batch_size if batch_size else None
+        self.per_epoch = self.batches_per_epoch * batch_size if batch_size else self.per_rank
+        self.infinite = infinite
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
-    def __iter__(self):
+    def epoch_order(self, epoch: int) -> list:
+        """This rank's item indices of ``epoch``."""
         if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_items)
         else:
             order = np.arange(self.num_items)
         order = np.resize(order, self.per_rank * self.world_size)  # wraps around to pad
-        return iter((self.epoch, index) for index in order[self.rank::self.world_size][self.start:].tolist())
+        return order[self.rank::self.world_size][:self.per_epoch].tolist()
+
+    def __iter__(self):
+        epoch, start = self.epoch, self.start
+        while True:
+            yield from ((epoch, index) for index in self.epoch_order(epoch)[start:])
+            if not self.infinite:
+                return
+            epoch, start = epoch + 1, 0
 
     def __len__(self) -> int:
-        return self.per_rank - self.start
+        if self.infinite:
+            raise TypeError("an infinite sampler has no length")
+        return self.per_epoch - self.start

@@ -18,8 +18,9 @@ def configure(quiet: bool = False, log_every: float = 10.0) -> None:
     _settings.update(quiet=quiet, log_every=log_every)
 
 
-def progress(iterable=None, total=None, desc: str = "", unit: str = "it"):
-    """A progress tracker over ``iterable`` (or updated by hand with ``.update(n)``).
+def progress(iterable=None, total=None, desc: str = "", unit: str = "it", initial: int = 0):
+    """A progress tracker over ``iterable`` (or updated by hand with ``.update(n)``), starting
+    at ``initial`` (work done before a resume, not counted in the rate).
 
     It supports iteration, ``update``, ``set_postfix``, ``close`` and ``with``.
     """
@@ -28,16 +29,18 @@ def progress(iterable=None, total=None, desc: str = "", unit: str = "it"):
     if _settings["quiet"]:
         return tqdm(iterable, total=total, disable=True)
     if sys.stderr.isatty():
-        return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
-    return LogLines(iterable, total, desc, unit, _settings["log_every"])
+        return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                    initial=initial)
+    return LogLines(iterable, total, desc, unit, _settings["log_every"], initial)
 
 
 class LogLines:
     """Progress as a log line every ``every`` seconds and one at the end, for pipes and CI logs."""
 
-    def __init__(self, iterable, total, desc, unit, every):
+    def __init__(self, iterable, total, desc, unit, every, initial=0):
         self.iterable, self.total, self.desc, self.unit, self.every = iterable, total, desc, unit, every
-        self.n, self.postfix = 0, {}
+        self.n = self.initial = initial
+        self.postfix = {}
         self.start = self.last = time.monotonic()
         self.closed = False
 
@@ -75,7 +78,7 @@ class LogLines:
 
     def _write(self, final: bool = False) -> None:
         elapsed = time.monotonic() - self.start
-        rate = self.n / elapsed if elapsed > 0 else 0.0
+        rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
         done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
         parts = [f"{self.desc}: {done} {self.unit}", f"{rate:.3g} {self.unit}/s", f"{_clock(elapsed)} elapsed"]
         if self.total and rate > 0 and not final:

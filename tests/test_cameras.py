@@ -95,3 +95,17 @@ def test_rigid_transform_error_flags_bad_poses():
     nan[0, 3] = np.nan
     errors = cameras.rigid_transform_error(np.stack([good, scaled, nan]))
     assert errors[0] < 1e-12 and errors[1] > 0.1 and np.isnan(errors[2])
+
+
+def test_look_at_center_and_orbit():
+    eyes = np.array([[4.0, 0.0, 2.0], [0.0, 5.0, 3.0], [-3.0, -3.0, 1.0]])
+    target = np.array([0.5, -0.2, 0.3])
+    c2w = cameras.look_at(eyes, target)
+    np.testing.assert_allclose(cameras.look_at_center(c2w), target, atol=1e-9)
+    up = cameras.up_direction(c2w)
+    assert up @ np.array([0, 0, 1.0]) > 0.9  # level cameras: image up is roughly world up
+    np.testing.assert_allclose(cameras.up_direction(c2w, world_up=[0, 0, 2]), [0, 0, 1])
+    turned = cameras.orbit(c2w[0], target, [0, 0, 1], np.pi / 2)
+    np.testing.assert_allclose(np.linalg.norm(turned[:3, 3] - target), np.linalg.norm(eyes[0] - target))
+    assert turned[2, 3] == pytest.approx(eyes[0, 2])
+    np.testing.assert_allclose(cameras.look_at_center(np.stack([turned, c2w[1]])), target, atol=1e-9)

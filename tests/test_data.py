@@ -104,3 +104,26 @@ def test_dataloader_workers_each_item_once_and_file_opened_per_worker(synthetic_
 def test_too_few_views_for_protocol(synthetic_file):
     with pytest.raises(ValueError, match="at least 7 views"):
         SceneDataset(synthetic_file, "train", ViewSelection(6))
+
+
+def test_input_stride_keeps_every_other_pixel_and_its_ray(synthetic_file):
+    full = SceneDataset(synthetic_file, "train", ViewSelection(1, "first"), num_rays=8)[0]
+    half = SceneDataset(synthetic_file, "train", ViewSelection(1, "first"), num_rays=8, input_stride=2)[0]
+    assert half["input_images"].shape == (1, 3, 12, 12)
+    assert torch.equal(half["input_images"], full["input_images"][:, :, 1::2, 1::2])
+    assert torch.equal(half["input_rays"], full["input_rays"][:, 1::2, 1::2])
+    # the adjusted intrinsics give the kept pixels' rays
+    K, c2w = half["input_intrinsics"][0].double().numpy(), half["input_camera_to_world"][0].double().numpy()
+    np.testing.assert_allclose(cameras.ray_directions(K, c2w, 12, 12), half["input_rays"][0].numpy(), atol=1e-6)
+
+
+def test_infinite_sampler_runs_whole_batches_across_epochs_and_resumes_by_step():
+    sampler = ShardedSampler(10, rank=1, world_size=2, seed=3, batch_size=2, infinite=True)
+    assert sampler.batches_per_epoch == 2  # 5 items per rank -> 2 whole batches of 2
+    stream = [next(it) for it in [iter(sampler)] for _ in range(12)]
+    assert [e for e, _ in stream] == [0] * 4 + [1] * 4 + [2] * 4
+    assert [i for _, i in stream[:4]] == sampler.epoch_order(0)
+    # resuming at step 3 (epoch 1, batch 1) continues the same stream
+    resumed = ShardedSampler(10, rank=1, world_size=2, seed=3, batch_size=2, infinite=True)
+    resumed.set_epoch(1, start=2)
+    assert [next(it) for it in [iter(resumed)] for _ in range(6)] == stream[6:12]

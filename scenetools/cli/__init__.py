@@ -4,4 +4,6 @@ setup.cfg declares the same names as console scripts."""
 COMMANDS = {
     "scene-convert": "scenetools.cli.convert",
     "scene-info": "scenetools.cli.info",
+    "scene-train": "scenetools.cli.train",
+    "scene-eval": "scenetools.cli.eval",
 }

@@ -1,0 +1,131 @@
+"""Checkpoints: self-describing, atomic, loadable with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of plain values and tensors (``formats/checkpoint.md``): the format
+and version, the model name, the whole resolved config, the weights, the optimizer state,
+the step, the data position and the RNG state. Reference checkpoints of stelzner/srt and
+stelzner/osrt (their ``model.pt``) load too, through ``models.reference``.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .atomic import partial_path
+from .errors import BadInput
+
+FORMAT = "scenetools.checkpoint"
+FORMAT_VERSION = 1
+
+
+def save(path, *, model_name: str, config: dict, model, step: int, optimizer=None, **state) -> Path:
+    """Write a checkpoint atomically. ``state`` holds more plain values (epoch, data position,
+    rng, data path, ...)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = getattr(model, "module", model)  # unwrap DDP
+    module = getattr(module, "_orig_mod", module)  # unwrap torch.compile
+    checkpoint = {"format": FORMAT, "format_version": FORMAT_VERSION, "scenetools_version": __version__,
+                  "model_name": model_name, "config": config, "step": int(step),
+                  "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+                  "optimizer": optimizer.state_dict() if optimizer is not None else None, **state}
+    tmp = partial_path(path)
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load(path) -> dict:
+    """Read a checkpoint (ours or a reference ``model.pt``) safely; BadInput if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput("no such checkpoint", path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as error:
+        raise BadInput(f"not a readable checkpoint ({' '.join(str(error).split())[:200]})", path) from None
+    if not isinstance(checkpoint, dict):
+        raise BadInput("not a checkpoint (no dict inside)", path)
+    if is_reference(checkpoint):
+        return checkpoint
+    if checkpoint.get("format") != FORMAT:
+        raise BadInput("not a scenetools checkpoint", path)
+    if checkpoint.get("format_version") != FORMAT_VERSION:
+        raise BadInput(f"checkpoint format version {checkpoint.get('format_version')}; "
+                       f"this scenetools reads {FORMAT_VERSION}", path)
+    return checkpoint
+
+
+def is_reference(checkpoint: dict) -> bool:
+    """A stelzner/srt or stelzner/osrt ``model.pt``: encoder and decoder state dicts."""
+    return "format" not in checkpoint and isinstance(checkpoint.get("encoder"), dict) and \
+        isinstance(checkpoint.get("decoder"), dict)
+
+
+def locate(run_or_checkpoint) -> tuple:
+    """(checkpoint file, run folder or None) from a run folder or a checkpoint file.
+
+    A checkpoint inside ``RUN/checkpoints/`` knows its run, so ``step-N.pt`` alone is enough.
+    """
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        latest = path / "checkpoints" / "latest.pt"
+        if not latest.is_file():
+            raise BadInput("run folder has no checkpoints/latest.pt", path)
+        return latest, path
+    if not path.exists():
+        raise BadInput("no such run folder or checkpoint", path)
+    run = path.parent.parent if path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file() \
+        else None
+    return path, run
+
+
+def load_model(run_or_checkpoint, expected_model: str | None = None, reference_config=None):
+    """Build the model a checkpoint describes and load its weights.
+
+    Returns (model, checkpoint dict, run folder or None). ``expected_model`` rejects a
+    checkpoint of another model; ``reference_config`` (model name, config) is needed for a
+    reference ``model.pt``, which does not describe itself.
+    """
+    from .models import build_model
+    from .models.reference import from_reference
+
+    path, run = locate(run_or_checkpoint)
+    checkpoint = load(path)
+    if is_reference(checkpoint):
+        if reference_config is None:
+            raise BadInput("a reference model.pt does not say which model it is: pass --config", path)
+        checkpoint = from_reference(checkpoint, *reference_config)
+    name = checkpoint["model_name"]
+    if expected_model and name != expected_model:
+        raise BadInput(f"checkpoint of model {name!r}, expected {expected_model!r}", path)
+    model = build_model(name, checkpoint["config"]["model"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise BadInput(f"weights do not fit model {name!r} ({' '.join(str(error).split())[:300]})", path) from None
+    return model, checkpoint, run
+
+
+def export(source, destination) -> Path:
+    """Copy a checkpoint without its optimizer state (what a release ships: a third of the size)."""
+    checkpoint = load(source)
+    checkpoint["optimizer"] = None
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(destination)
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, destination)
+    return destination
+
+
+if __name__ == "__main__":  # python -m scenetools.checkpoint export IN.pt OUT.pt
+    import sys
+
+    if len(sys.argv) != 4 or sys.argv[1] != "export":
+        sys.exit("usage: python -m scenetools.checkpoint export IN.pt OUT.pt")
+    print(export(sys.argv[2], sys.argv[3]))

@@ -1,0 +1,75 @@
+"""scene-eval: score a trained model on held-out scenes."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import click
+import torch
+
+from .. import checkpoint as ckpt
+from .. import config as configs
+from ..atomic import atomic_output
+from ..errors import BadInput
+from ..scenefile import SceneFile
+from . import common
+
+
+@click.command("scene-eval", context_settings={"max_content_width": 100})
+@click.argument("source", type=click.Path(path_type=Path), metavar="RUN_DIR|CKPT")
+@click.argument("data", type=click.Path(path_type=Path), metavar="DATA.h5")
+@click.option("--split", default="test", show_default=True, help="Split to evaluate.")
+@click.option("--scenes", "max_scenes", type=click.IntRange(min=1), help="Evaluate only the first N scenes.")
+@click.option("--out", "out", type=click.Path(path_type=Path), metavar="METRICS.json",
+              help="Where to write the metrics [RUN_DIR/eval/<data>-<split>.json, or ./metrics.json]; "
+                   "the per-scene CSV goes next to it.")
+@click.option("--images", type=click.Path(path_type=Path), metavar="DIR",
+              help="Also write prediction, ground truth and error PNGs of every target view.")
+@click.option("--chunk", type=click.IntRange(min=1), default=8192, show_default=True,
+              help="Rays decoded at once (memory stays bounded whatever the image size).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
+@click.option("--config", "preset", help="For a reference model.pt only: its model and config, e.g. srt/msn.")
+@common.options
+def command(source, data, split, max_scenes, out, images, chunk, precision, device, preset):
+    """Score a checkpoint on full target images: PSNR (all pixels and object pixels, with
+    the mean-colour and, for synthetic data, background-only baselines), SSIM, ARI and
+    FG-ARI (models that segment), LPIPS when its weights are already on this machine.
+
+    \b
+    Examples:
+      scene-eval outputs/synthetic/srt/synthetic data/synthetic.h5 --split test
+      scene-eval run/checkpoints/step-5000.pt data/nmr.h5 --scenes 100 --images eval-images
+      scene-eval msn_srt/model.pt data/msn.h5 --config srt/msn
+    """
+    from ..evaluate import evaluate, report, summary_table, write_outputs
+
+    reference = None
+    if preset:
+        model_name = preset.split("/")[0]
+        reference = (model_name, configs.resolve(model_name, preset))
+    model, checkpoint, run = ckpt.load_model(source, reference_config=reference)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
+    scenes = SceneFile(data)
+    scenes.split(split)  # a clear error for a missing split
+    out = out or (run / "eval" / f"{data.stem}-{split}.json" if run else Path("metrics.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:  # the images folder appears only when complete
+        images_tmp = stack.enter_context(atomic_output(images)) if images else None
+        summary, rows = evaluate(model, scenes, split, checkpoint["config"]["data"], device, max_scenes, chunk,
+                                 precision, images_tmp)
+        if not rows:
+            raise BadInput(f"no items to evaluate in split {split!r}", data)
+    name = run.name if run else Path(source).stem
+    metrics = report(summary, rows, checkpoint=source, step=checkpoint.get("step"),
+                     model_name=checkpoint["model_name"], data=data, split=split, run_name=name)
+    csv_path = write_outputs(metrics, rows, out)
+    click.echo(summary_table(metrics))
+    click.echo(f"metrics  {out}\nper item {csv_path}")
+
+
+main = common.entry_point(command)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""scene-train: train a model on a scene file (one process, N workers, or under torchrun)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from .. import config as configs
+from .. import distributed
+from ..errors import BadInput
+from ..models import MODELS
+from ..scenefile import SceneFile
+from . import common
+
+#: scene file source -> the preset name for it
+PRESET_FOR_SOURCE = {"synthetic": "synthetic", "nmr": "nmr", "kubric": "msn", "obsurf:clevr3d": "clevr3d",
+                     "obsurf:msn": "obsurf_msn"}
+
+
+def default_preset(source: str) -> str | None:
+    return PRESET_FOR_SOURCE.get(source) or PRESET_FOR_SOURCE.get(source.split(":")[0])
+
+
+@click.command("scene-train", context_settings={"max_content_width": 100})
+@click.argument("model", type=click.Choice(sorted(MODELS)))
+@click.argument("data", type=click.Path(path_type=Path), metavar="DATA.h5")
+@click.option("--config", "preset", help="A shipped preset (nmr, srt/msn, ...) or a YAML file. "
+              "Default: the preset for the data's source.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, e.g. --set training.batch_size=32 (repeatable).")
+@click.option("--out", "run_dir", type=click.Path(path_type=Path),
+              help="Run folder [outputs/<data>/<model>/<config>]. Re-running continues from it.")
+@click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (one per GPU; on a CPU-only machine, CPU processes with gloo).")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Train up to this step (overrides the config).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), help="bf16 autocast where supported [config].")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
+@click.option("--wandb", is_flag=True, help="Also log to Weights & Biases (needs wandb).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
+@click.option("--dry-run", is_flag=True, help="Build the model and data, print the model, its parameter count "
+              "and one batch's shapes, and exit.")
+@common.options
+def command(model, data, preset, overrides, run_dir, gpus, max_steps, precision, compile_, wandb, device, dry_run):
+    """Train MODEL on DATA.h5, writing checkpoints, metrics and renders to a run folder.
+
+    Under torchrun (one node or several) it joins the process group from the environment;
+    --gpus N starts N workers itself. Running the same command again resumes.
+
+    \b
+    Examples:
+      scene-train srt data/synthetic.h5 --config synthetic --max-steps 2000
+      scene-train srt data/nmr.h5 --gpus 8
+      torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint host:29400 \\
+          -m scenetools.cli.train srt data/msn.h5 --config srt/msn
+      scene-train isrt data/msn.h5 --config isrt/msn --set training.batch_size=64 --dry-run
+    """
+    from ..train import Options
+
+    scenes = SceneFile(data)
+    preset = preset or default_preset(scenes.source)
+    if preset is None:
+        raise BadInput(f"no default config for source {scenes.source!r}: pass --config "
+                       f"({', '.join(configs.preset_names())})", data)
+    config = configs.resolve(model, preset, overrides)
+    if max_steps:
+        config["training"]["max_steps"] = max_steps
+    if precision:
+        config["training"]["precision"] = precision
+    run_dir = run_dir or Path("outputs") / data.stem / model / Path(preset).stem
+    options = Options(precision=config["training"]["precision"], compile=compile_, wandb=wandb, dry_run=dry_run,
+                      device=device)
+    if gpus > 1 and not distributed.under_launcher():
+        distributed.launch(gpus, worker, model, str(data), config, str(run_dir), options)
+    else:
+        worker(model, str(data), config, str(run_dir), options)
+    if not dry_run:
+        click.echo(str(run_dir))
+
+
+def worker(model, data, config, run_dir, options) -> None:
+    """One training process (the target of the elastic launcher)."""
+    import torch
+
+    from ..train import train
+
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if local_world > 1 and options.device != "cuda":  # share the cores between local CPU workers
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    train(model, data, config, run_dir, options)
+
+
+main = common.entry_point(command)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Image and segmentation metrics, as the reference papers report them.
+
+* PSNR: per-scene MSE over that scene's target pixels -> PSNR, then the mean over scenes
+  (stelzner/srt ``eval_step``), with images in [0, 1].
+* SSIM: Wang et al. 2004 with an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03,
+  over the valid region, averaged over channels and pixels (skimage's
+  ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)``).
+* ARI / FG-ARI: adjusted Rand index of the argmax segmentation against the true instance
+  ids (deepmind multi_object_datasets); FG-ARI ignores background pixels (id 0).
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+
+def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
+    return -10.0 * torch.log10(mse.clamp_min(1e-10))
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE over pixels (the last dimension is colour); only where ``mask`` is true if given.
+    NaN when the mask selects nothing."""
+    error = ((pred.float() - target.float()) ** 2).mean(-1)
+    if mask is None:
+        return error.mean()
+    return error[mask].mean() if mask.any() else torch.tensor(float("nan"))
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Mean SSIM of images [N, H, W, C] -> [N] (each image averaged over channels and the
+    valid region of the 11x11 window)."""
+    x, y = (t.double().permute(0, 3, 1, 2) for t in (pred, target))
+    C = x.shape[1]
+    window = _gaussian_window().to(x)[None, None].expand(C, 1, 11, 11)
+
+    def blur(t):
+        return F.conv2d(t, window, groups=C)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x ** 2
+    var_y = blur(y * y) - mu_y ** 2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    return ssim_map.mean(dim=(1, 2, 3)).float()
+
+
+def adjusted_rand_index(true_ids: torch.Tensor, pred_ids: torch.Tensor, ignore_background: bool = False
+                        ) -> torch.Tensor:
+    """ARI per item between integer labelings [B, N] (true instance ids, predicted slot ids).
+
+    With ``ignore_background`` (FG-ARI), points whose true id is 0 are left out. As in the
+    reference, an item whose (kept) true and predicted labelings both have a single cluster
+    scores 1; an item with fewer than 2 kept points is NaN.
+    """
+    results = []
+    for truth, pred in zip(true_ids.long(), pred_ids.long()):
+        if ignore_background:
+            keep = truth != 0
+            truth, pred = truth[keep], pred[keep]
+        n = truth.numel()
+        if n < 2:
+            results.append(float("nan"))
+            continue
+        _, t = torch.unique(truth, return_inverse=True)
+        _, p = torch.unique(pred, return_inverse=True)
+        table = torch.zeros(int(t.max()) + 1, int(p.max()) + 1, dtype=torch.float64)
+        table.index_put_((t, p), torch.ones(n, dtype=torch.float64), accumulate=True)
+        pairs = lambda counts: (counts * (counts - 1)).sum() / 2  # noqa: E731
+        index, rows, cols = pairs(table), pairs(table.sum(1)), pairs(table.sum(0))
+        expected = rows * cols / (n * (n - 1) / 2)
+        maximum = (rows + cols) / 2
+        if maximum == expected:  # both labelings are a single cluster (or identical trivial ones)
+            results.append(1.0)
+        else:
+            results.append(float((index - expected) / (maximum - expected)))
+    return torch.tensor(results, dtype=torch.float64)
+
+
+def lpips_model(device):
+    """An LPIPS (AlexNet) metric if the ``lpips`` package and its backbone weights are already
+    on this machine; None otherwise. Never downloads anything."""
+    try:
+        import lpips
+    except ImportError:
+        return None
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+    if not any(name.startswith("alexnet") for name in (os.listdir(cache) if os.path.isdir(cache) else [])):
+        return None
+    try:
+        return lpips.LPIPS(net="alex", verbose=False).to(device).eval()
+    except Exception:  # noqa: BLE001 - any failure to build it means "not available"
+        return None
+
+
+def mean_std(values) -> tuple:
+    """(mean, population std) of the finite values; (nan, nan) if there are none."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan")
+    mean = sum(finite) / len(finite)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite))

@@ -1,0 +1,160 @@
+"""Layers shared by the SRT family: ray encodings, pre-norm transformers, conv blocks.
+
+Shapes use B = batch, N = tokens or rays, D = channels. All attention goes through
+``torch.nn.functional.scaled_dot_product_attention``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn import init
+
+
+class PositionalEncoding(nn.Module):
+    """x [..., C] -> [..., 2 * C * octaves]: sin(2^k pi x) for k = start .. start + octaves - 1,
+    all sines then all cosines, each block coordinate-major ([x: k0..kn, y: ..., z: ...])."""
+
+    def __init__(self, octaves: int, start_octave: int = 0):
+        super().__init__()
+        multipliers = 2.0 ** torch.arange(start_octave, start_octave + octaves, dtype=torch.float64) * math.pi
+        self.register_buffer("multipliers", multipliers.float(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scaled = (x[..., None] * self.multipliers).flatten(-2)
+        return torch.cat([torch.sin(scaled), torch.cos(scaled)], -1)
+
+
+class RayEncoder(nn.Module):
+    """Encodes a ray by its camera position and unit direction: [pos encoding, dir encoding].
+
+    With 15 octaves each (positions from 2^start_octave) a ray becomes 180 numbers.
+    """
+
+    def __init__(self, pos_octaves: int = 15, pos_start_octave: int = 0, ray_octaves: int = 15,
+                 ray_start_octave: int = 0):
+        super().__init__()
+        self.pos_encoding = PositionalEncoding(pos_octaves, pos_start_octave)
+        self.ray_encoding = PositionalEncoding(ray_octaves, ray_start_octave)
+        self.dim = 6 * (pos_octaves + ray_octaves)
+
+    def forward(self, camera_pos: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
+        """camera_pos [..., 3], rays [..., 3] -> [..., dim]."""
+        return torch.cat([self.pos_encoding(camera_pos), self.ray_encoding(rays)], -1)
+
+    def image(self, camera_pos: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
+        """Channels-first encoding of whole images: camera_pos [N, 3], rays [N, H, W, 3] ->
+        [N, dim, H, W]; the position encoding is shared by all pixels of an image."""
+        N, H, W, _ = rays.shape
+        pos = self.pos_encoding(camera_pos)[:, :, None, None].expand(-1, -1, H, W)
+        return torch.cat([pos, self.ray_encoding(rays).permute(0, 3, 1, 2)], 1)
+
+
+def linear(in_dim: int, out_dim: int, bias: bool = True, init_scheme: str = "torch") -> nn.Linear:
+    """A Linear layer with one of the initialisations the reference code uses.
+
+    ``torch``: PyTorch's default. ``jax``: truncated normal, std sqrt(1 / fan_in), zero bias
+    (OSRT's attention projections). ``vit``: xavier uniform, bias N(0, 1e-6) (OSRT's
+    transformer MLPs). ``xavier``: xavier uniform, zero bias (OSRT's decoder MLPs).
+    """
+    layer = nn.Linear(in_dim, out_dim, bias=bias)
+    if init_scheme == "jax":
+        std = math.sqrt(1.0 / in_dim)
+        init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+        if bias:
+            init.zeros_(layer.bias)
+    elif init_scheme == "vit":
+        init.xavier_uniform_(layer.weight)
+        if bias:
+            init.normal_(layer.bias, std=1e-6)
+    elif init_scheme == "xavier":
+        init.xavier_uniform_(layer.weight)
+        if bias:
+            init.zeros_(layer.bias)
+    elif init_scheme != "torch":
+        raise ValueError(f"unknown init scheme {init_scheme!r}")
+    return layer
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (``context_dim=None``) or cross-attention to a context."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int | None = None, init_scheme="torch"):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads, self.cross = heads, context_dim is not None
+        if self.cross:
+            self.to_q = linear(dim, inner, bias=False, init_scheme=init_scheme)
+            self.to_kv = linear(context_dim, 2 * inner, bias=False, init_scheme=init_scheme)
+        else:
+            self.to_qkv = linear(dim, 3 * inner, bias=False, init_scheme=init_scheme)
+        self.to_out = linear(inner, dim, init_scheme=init_scheme)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, N, dim], context [B, M, context_dim] -> [B, N, dim]."""
+        if self.cross:
+            q, (k, v) = self.to_q(x), self.to_kv(context).chunk(2, -1)
+        else:
+            q, k, v = self.to_qkv(x).chunk(3, -1)
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out(out.transpose(1, 2).flatten(-2))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + attn(norm(x) [, context]), then x + mlp(norm(x)). The context of
+    cross-attention is not normalised (as in the reference)."""
+
+    def __init__(self, dim, heads, dim_head, mlp_dim, context_dim=None, init_scheme="torch"):
+        super().__init__()
+        mlp_init = "vit" if init_scheme == "jax" else init_scheme
+        self.attention_norm = nn.LayerNorm(dim)
+        self.attention = Attention(dim, heads, dim_head, context_dim, init_scheme)
+        self.mlp_norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(linear(dim, mlp_dim, init_scheme=mlp_init), nn.GELU(),
+                                 linear(mlp_dim, dim, init_scheme=mlp_init))
+
+    def forward(self, x, context=None):
+        x = x + self.attention(self.attention_norm(x), context)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    """A stack of pre-norm blocks (no final norm). Self-attention, or cross-attention from
+    x to a context of ``context_dim`` channels."""
+
+    def __init__(self, dim, depth, heads, dim_head, mlp_dim, context_dim=None, init_scheme="torch"):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerBlock(dim, heads, dim_head, mlp_dim, context_dim, init_scheme) for _ in range(depth))
+
+    def forward(self, x, context=None):
+        for layer in self.layers:
+            x = layer(x, context)
+        return x
+
+
+class ConvBlock(nn.Module):
+    """SRT's conv block: 3x3 conv (stride 1) -> ReLU -> 3x3 conv (stride 2) -> ReLU, no bias.
+    Halves the resolution (rounding up)."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, hidden_channels, 3, stride=1, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(hidden_channels, out_channels, 3, stride=2, padding=1, bias=False)
+
+    def forward(self, x):
+        return F.relu(self.conv2(F.relu(self.conv1(x))))
+
+
+def mlp(dims: list, activation: str = "relu", init_scheme: str = "torch") -> nn.Sequential:
+    """Linear layers through ``dims`` with ``activation`` between them (none after the last)."""
+    act = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}[activation]
+    layers = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        if i:
+            layers.append(act())
+        layers.append(linear(a, b, init_scheme=init_scheme))
+    return nn.Sequential(*layers)

@@ -1,0 +1,146 @@
+import numpy as np
+import pytest
+import torch
+
+from scenetools import cameras
+from scenetools import config as configs
+from scenetools.models import build_model, count_parameters
+from scenetools.models.reference import from_reference, map_state_dict
+from scenetools.models.srt import rigid_inverse
+
+
+@pytest.mark.parametrize("name, preset, expected", [
+    ("srt", "srt/nmr", 73_932_563), ("srt", "srt/msn", 73_932_563), ("srt", "srt/clevr3d", 73_932_563),
+    ("isrt", "isrt/msn", 41_033_583)])
+def test_shipped_configs_match_reference_parameter_counts(name, preset, expected):
+    model = build_model(name, configs.resolve(name, preset)["model"])
+    assert count_parameters(model) == expected
+
+
+def test_shipped_configs_have_reference_hyperparameters():
+    for preset in ("srt/nmr", "srt/msn", "srt/clevr3d", "isrt/msn"):
+        training = configs.resolve(preset.split("/")[0], preset)["training"]
+        assert (training["batch_size"], training["lr"], training["lr_warmup"], training["lr_decay_rate"],
+                training["lr_decay_steps"], training["max_steps"]) == (256, 1e-4, 2500, 0.16, 4_000_000, 4_000_000)
+        assert configs.resolve(preset.split("/")[0], preset)["data"]["num_rays"] == 8192
+
+
+# --- reference checkpoints: the key names and shapes stelzner/srt's modules produce
+
+def reference_transformer(prefix, depth, dim, inner, mlp, kv_dim=None):
+    keys = {}
+    for i in range(depth):
+        p = f"{prefix}.layers.{i}"
+        keys[f"{p}.0.norm.weight"] = keys[f"{p}.0.norm.bias"] = (dim,)
+        if kv_dim is None:
+            keys[f"{p}.0.fn.to_qkv.weight"] = (3 * inner, dim)
+        else:
+            keys[f"{p}.0.fn.to_q.weight"] = (inner, dim)
+            keys[f"{p}.0.fn.to_kv.weight"] = (2 * inner, kv_dim)
+        keys[f"{p}.0.fn.to_out.0.weight"], keys[f"{p}.0.fn.to_out.0.bias"] = (dim, inner), (dim,)
+        keys[f"{p}.1.norm.weight"] = keys[f"{p}.1.norm.bias"] = (dim,)
+        keys[f"{p}.1.fn.net.0.weight"], keys[f"{p}.1.fn.net.0.bias"] = (mlp, dim), (mlp,)
+        keys[f"{p}.1.fn.net.3.weight"], keys[f"{p}.1.fn.net.3.bias"] = (dim, mlp), (dim,)
+    return keys
+
+
+def reference_srt_state(improved: bool):
+    enc = {}
+    channels = [(183, 96, 192), (192, 192, 384), (384, 384, 768)] + ([] if improved else [(768, 768, 1536)])
+    for i, (a, h, o) in enumerate(channels):
+        enc[f"conv_blocks.{i}.layers.0.weight"] = (h, a, 3, 3)
+        enc[f"conv_blocks.{i}.layers.2.weight"] = (o, h, 3, 3)
+    enc["per_patch_linear.weight"], enc["per_patch_linear.bias"] = (768, channels[-1][2], 1, 1), (768,)
+    if not improved:
+        enc["pixel_embedding"] = (1, 768, 15, 20)
+        enc["canonical_camera_embedding"] = enc["non_canonical_camera_embedding"] = (1, 1, 768)
+    enc.update(reference_transformer("transformer", 5 if improved else 10, 768, 768, 1536))
+    if improved:
+        dec = {"allocation_transformer.input_mlp.0.weight": (360, 180), "allocation_transformer.input_mlp.0.bias": (360,),
+               "allocation_transformer.input_mlp.2.weight": (180, 360), "allocation_transformer.input_mlp.2.bias": (180,)}
+        dec.update(reference_transformer("allocation_transformer.transformer", 2, 180, 768, 1536, kv_dim=768))
+        for j, (a, b) in enumerate([(180, 1536), (1536, 1536), (1536, 1536), (1536, 1536), (1536, 3)]):
+            dec[f"render_mlp.{2 * j}.weight"], dec[f"render_mlp.{2 * j}.bias"] = (b, a), (b,)
+    else:
+        dec = reference_transformer("ray_predictor.transformer", 2, 180, 768, 1536, kv_dim=768)
+        dec.update({"ray_predictor.output_mlp.0.weight": (128, 180), "ray_predictor.output_mlp.0.bias": (128,),
+                    "ray_predictor.output_mlp.2.weight": (3, 128), "ray_predictor.output_mlp.2.bias": (3,)})
+    rand = lambda shapes: {k: torch.randn(s) for k, s in shapes.items()}  # noqa: E731
+    return {"encoder": rand(enc), "decoder": rand(dec), "optimizer": {}, "it": 4321}
+
+
+@pytest.mark.parametrize("name, preset, improved", [("srt", "srt/msn", False), ("isrt", "isrt/msn", True)])
+def test_reference_checkpoint_keys_map_onto_ours(name, preset, improved):
+    reference = reference_srt_state(improved)
+    config = configs.resolve(name, preset)
+    converted = from_reference(reference, name, config)
+    model = build_model(name, config["model"])
+    model.load_state_dict(converted["model"])  # strict: every key, every shape
+    assert converted["step"] == 4321
+    n_reference = sum(v.numel() for part in ("encoder", "decoder") for v in reference[part].values())
+    assert n_reference == count_parameters(model)
+    mapped = map_state_dict(reference)
+    assert torch.equal(mapped["encoder.transformer.layers.3.attention.to_qkv.weight"],
+                       reference["encoder"]["transformer.layers.3.0.fn.to_qkv.weight"])
+
+
+def test_reference_checkpoint_of_another_model_is_rejected():
+    from scenetools.errors import BadInput
+    with pytest.raises(BadInput, match="does not fit isrt"):
+        from_reference(reference_srt_state(improved=False), "isrt", configs.resolve("isrt", "isrt/msn"))
+
+
+def small_srt(canonical=True):
+    torch.manual_seed(0)
+    return build_model("srt", {"encoder": {"num_conv_blocks": 2, "num_att_blocks": 2, "dim": 64, "heads": 2,
+                                           "dim_head": 32, "mlp_dim": 128, "conv_channels": 16},
+                               "decoder": {"type": "lightfield", "heads": 2}, "canonical_frame": canonical}).eval()
+
+
+def random_views(B=2, I=2, H=16, W=16, seed=0):
+    rng = np.random.default_rng(seed)
+    az = rng.uniform(0, 2 * np.pi, (B, I))
+    eyes = np.stack([3 * np.cos(az), 3 * np.sin(az), rng.uniform(1, 2, (B, I))], -1)
+    c2w = cameras.look_at(eyes, np.zeros(3))
+    K = cameras.intrinsics(20.0, 20.0, W / 2, H / 2)
+    return c2w, K
+
+
+def encode_decode(model, c2w, K, images, targets_pos, targets_dir):
+    H, W = images.shape[-2:]
+    f = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    scene = model.encode(images, f(c2w[..., :3, 3]), f(cameras.ray_directions(K, c2w, H, W)), f(c2w))
+    return model.decode(scene, f(targets_pos), f(targets_dir))["rgb"]
+
+
+def test_canonical_frame_makes_srt_invariant_to_the_world_frame():
+    model = small_srt(canonical=True)
+    c2w, K = random_views()
+    images = torch.rand(2, 2, 3, 16, 16)
+    pos = np.repeat(c2w[:, :1, :3, 3], 7, 1) + 0.1
+    dirs = -pos / np.linalg.norm(pos, axis=-1, keepdims=True)
+    moved = np.eye(4)
+    moved[:3, :3] = cameras.rotation_about([0.3, -0.5, 0.8], 1.1)
+    moved[:3, 3] = [2.0, -1.0, 0.5]
+    before = encode_decode(model, c2w, K, images, pos, dirs)
+    after = encode_decode(model, moved @ c2w, K, images, pos @ moved[:3, :3].T + moved[:3, 3], dirs @ moved[:3, :3].T)
+    assert torch.allclose(before, after, atol=1e-4)
+    world = small_srt(canonical=False)
+    world.load_state_dict(model.state_dict())
+    assert not torch.allclose(encode_decode(world, c2w, K, images, pos, dirs),
+                              encode_decode(world, moved @ c2w, K, images, pos @ moved[:3, :3].T + moved[:3, 3],
+                                            dirs @ moved[:3, :3].T), atol=1e-3)
+
+
+def test_rigid_inverse():
+    c2w = torch.tensor(cameras.look_at([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]), dtype=torch.float64)
+    assert torch.allclose(rigid_inverse(c2w), torch.linalg.inv(c2w), atol=1e-12)
+
+
+def test_gradients_reach_every_parameter():
+    model = small_srt().train()
+    c2w, K = random_views()
+    out = encode_decode(model, c2w, K, torch.rand(2, 2, 3, 16, 16), np.zeros((2, 5, 3)) + [3, 0, 1],
+                        np.tile([[-1.0, 0, 0]], (2, 5, 1)))
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

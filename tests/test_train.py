@@ -1,0 +1,205 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from scenetools import checkpoint as ckpt
+from scenetools import config as configs
+from scenetools.convert import convert
+from scenetools.sources.synthetic import SyntheticSource
+from scenetools.train import learning_rate
+from conftest import assert_bad_input, run_command
+
+TINY = """
+model:
+  encoder: {num_conv_blocks: 2, num_att_blocks: 1, dim: 32, heads: 2, dim_head: 16, mlp_dim: 64, conv_channels: 8}
+  decoder: {type: lightfield, num_att_blocks: 1, heads: 2, hidden: 32}
+  canonical_frame: true
+data: {protocol: msn, num_inputs: 2, num_rays: 64}
+training:
+  batch_size: 4
+  lr: 2.0e-3
+  lr_warmup: 5
+  lr_decay_steps: 1000
+  max_steps: 60
+  log_every: 5
+  checkpoint_every: 20
+  backup_every: 30
+  visualize_every: 30
+  validate_every: 30
+  validate_scenes: 4
+  num_workers: 0
+  precision: fp32
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train")
+    path = folder / "scenes.h5"
+    convert(SyntheticSource(scenes=24, views=6, size=16, seed=5), path, codec="raw")
+    (folder / "tiny.yaml").write_text(TINY)
+    return folder
+
+
+def train_args(data, run, *extra):
+    return [sys.executable, "-m", "scenetools.cli.train", "srt", str(data / "scenes.h5"), "--config",
+            str(data / "tiny.yaml"), "--out", str(run), *map(str, extra)]
+
+
+def logged(run, split="train"):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["split"] == split]
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    run = data / "run"
+    result = subprocess.run(train_args(data, run), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+def test_training_learns_and_writes_the_run_folder(data, trained):
+    losses = [row["loss"] for row in logged(trained)]
+    assert len(losses) == 12 and np.mean(losses[-3:]) < 0.8 * np.mean(losses[:2])
+    config = yaml.safe_load((trained / "config.yaml").read_text())
+    assert config["run"] == {"model": "srt", "data": "../scenes.h5"}  # relative to the run folder
+    assert (trained / config["run"]["data"]).resolve() == (data / "scenes.h5").resolve()
+    for name in ("latest.pt", "step-30.pt", "step-60.pt"):
+        state = torch.load(trained / "checkpoints" / name, weights_only=True)
+        assert state["model_name"] == "srt" and state["config"]["model"] == config["model"]
+        assert state["step"] == int(name[5:7]) if name != "latest.pt" else state["step"] == 60
+        assert state["optimizer"]["state"] and set(state["model"]) >= {"encoder.patch_embedding"}
+    assert sorted(p.name for p in (trained / "renders").iterdir()) == ["step-30.png", "step-60.png"]
+    assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
+    val = logged(trained, "val")
+    assert [row["step"] for row in val] == [30, 60] and val[0]["scenes"] == 2
+
+
+def test_moved_run_folder_still_works(data, trained, tmp_path):
+    import shutil
+    moved = tmp_path / "moved"
+    (moved / "nested").mkdir(parents=True)
+    shutil.copytree(trained, moved / "nested" / "run")
+    shutil.copy(data / "scenes.h5", moved / "scenes.h5")
+    config = yaml.safe_load((moved / "nested" / "run" / "config.yaml").read_text())
+    assert (moved / "nested" / "run" / config["run"]["data"]).resolve() == (moved / "nested" / "scenes.h5").resolve() \
+        or not (moved / "nested" / "run" / config["run"]["data"]).exists()
+    model, checkpoint, run = ckpt.load_model(moved / "nested" / "run" / "checkpoints" / "step-30.pt")
+    assert run == moved / "nested" / "run" and checkpoint["step"] == 30
+
+
+def test_eval_writes_metrics_json_csv_and_images(data, trained, tmp_path):
+    out, images = tmp_path / "m.json", tmp_path / "images"
+    result = run_command("eval", trained, data / "scenes.h5", "--split", "val", "--out", out, "--images", images)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(out.read_text())
+    assert metrics["method_name"] == "srt" and metrics["step"] == 60 and metrics["split"] == "val"
+    assert metrics["num_scenes"] == 2 == metrics["num_items"]
+    results = metrics["results"]
+    for key in ("psnr", "psnr_objects", "ssim", "baseline_mean_colour_psnr", "baseline_background_psnr_objects"):
+        assert np.isfinite(results[key]) and np.isfinite(results[key + "_std"])
+    assert 5 < results["psnr"] < 40 and 0 < results["ssim"] <= 1
+    rows = out.with_suffix(".csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("scene,scene_index,input_views,psnr,psnr_objects,ssim")
+    pngs = sorted(p.name for p in images.rglob("*.png"))
+    assert len(pngs) == 2 * 4 * 3  # scenes x target views x (pred, gt, error)
+    assert "PSNR object pixels" in result.stdout and "background" in result.stdout
+
+
+def test_kill_then_resume_continues_from_the_checkpoint(data, tmp_path):
+    run = tmp_path / "run"
+    args = train_args(data, run, "--max-steps", 4000, "--set", "training.checkpoint_every=10")
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = run / "checkpoints" / "latest.pt"
+    deadline = time.time() + 120
+    while not latest.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.kill()
+    proc.wait()
+    saved = torch.load(latest, weights_only=True)["step"]
+    assert saved >= 10 and saved % 10 == 0
+    result = subprocess.run(train_args(data, run, "--max-steps", saved + 15), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming {run} from step {saved}" in result.stderr
+    steps = [row["step"] for row in logged(run)]
+    after = steps[steps.index(max(s for s in steps if s <= saved)) + 1:]
+    assert after and min(after) > saved and max(after) == saved + 15
+    assert torch.load(latest, weights_only=True)["step"] == saved + 15
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(data, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(train_args(data, run, "--max-steps", 100000, "--set", "training.checkpoint_every=1000000"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 130
+    state = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    assert state["step"] >= 5  # saved at the step the signal arrived, not at a checkpoint interval
+
+
+def test_dry_run_prints_model_and_batch_without_a_run_folder(data, tmp_path):
+    result = subprocess.run(train_args(data, tmp_path / "run", "--dry-run"), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "parameters" in result.stdout and "input_images             (4, 2, 3, 16, 16)" in result.stdout
+    assert "target_rays              (4, 64, 3)" in result.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_of_another_model_or_config_is_refused(data, trained):
+    result = subprocess.run([sys.executable, "-m", "scenetools.cli.train", "isrt", str(data / "scenes.h5"), "--config",
+                             str(data / "tiny.yaml"), "--out", str(trained)], capture_output=True, text=True)
+    assert result.returncode == 2 and "holds a run with another run config" in result.stderr
+
+
+def test_bad_checkpoints_exit_2(data, tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    result = run_command("eval", junk, data / "scenes.h5", "--out", tmp_path / "m.json")
+    assert_bad_input(result, ["junk.pt", "not a readable checkpoint"], tmp_path / "m.json")
+    other = tmp_path / "other.pt"
+    torch.save({"format": "something else"}, other)
+    assert_bad_input(run_command("eval", other, data / "scenes.h5", "--out", tmp_path / "m.json"),
+                     ["other.pt", "not a scenetools checkpoint"], tmp_path / "m.json")
+
+
+def test_learning_rate_schedule():
+    training = configs.resolve("srt", "srt/nmr")["training"]
+    assert learning_rate(0, training) == 0 and learning_rate(1250, training) == pytest.approx(5e-5)
+    assert learning_rate(2500, training) == pytest.approx(1e-4)
+    assert learning_rate(2500 + 4_000_000, training) == pytest.approx(1.6e-5)
+
+
+def ddp_worker(data, run, config):
+    from scenetools.train import Options, train
+    torch.set_num_threads(1)
+    result = train("srt", data, config, run, Options())
+    return {k: v.clone() for k, v in result.model.state_dict().items()}
+
+
+def test_ddp_two_cpu_processes_stay_in_sync(data, tmp_path):
+    from scenetools.distributed import launch
+    config = configs.merge(configs.DEFAULTS, yaml.safe_load(TINY))
+    config["training"].update(max_steps=40, validate_every=1000, visualize_every=1000, backup_every=1000)
+    run = tmp_path / "ddp"
+    results = launch(2, ddp_worker, str(data / "scenes.h5"), str(run), config)
+    assert set(results) == {0, 1}
+    for key, value in results[0].items():
+        assert torch.equal(value, results[1][key]), key
+    losses = [row["loss"] for row in logged(run)]
+    assert np.mean(losses[-2:]) < np.mean(losses[:2])
+    model, checkpoint, _ = ckpt.load_model(run)  # loads in a single process
+    assert checkpoint["step"] == 40
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, results[0][key])
