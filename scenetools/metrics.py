@@ -111,3 +111,14 @@ def mean_std(values) -> tuple:
         return float("nan"), float("nan")
     mean = sum(finite) / len(finite)
     return mean, math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite))
+
+
+def segmentation_scores(segmentation: torch.Tensor, instance: torch.Tensor) -> dict:
+    """Mean ARI and FG-ARI of soft segmentations [B, R, S] (argmax over slots) against
+    instance ids [B, R], over the items where each is defined."""
+    predicted = segmentation.argmax(-1).cpu()
+    instance = instance.cpu()
+    scores = {"ari": adjusted_rand_index(instance, predicted),
+              "fg_ari": adjusted_rand_index(instance, predicted, ignore_background=True)}
+    return {name: float(values[~values.isnan()].mean()) if (~values.isnan()).any() else float("nan")
+            for name, values in scores.items()}

@@ -26,6 +26,7 @@ from . import config as configs
 from . import distributed
 from .data import PROTOCOLS, SceneDataset, ShardedSampler, ViewSelection
 from .errors import BadInput
+from .metrics import segmentation_scores
 from .models import build_model, count_parameters
 from .progress import note, progress
 from .render import orbit_grid
@@ -268,9 +269,14 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
                 seconds = time.perf_counter() - window_start
                 last = {"loss": mse, "psnr": psnr(mse), "lr": optimizer.param_groups[0]["lr"],
                         "rays_per_second": window_rays / seconds}
+                if "segmentation" in prediction and "target_instance" in batch:  # on this process's rays
+                    last.update(segmentation_scores(prediction["segmentation"].detach(), batch["target_instance"]))
                 run.log(step, "train", last)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{mse:.4f}", psnr=f"{psnr(mse):.2f}", rays_s=f"{last['rays_per_second']:.0f}")
+                    shown = {"loss": f"{mse:.4f}", "psnr": f"{psnr(mse):.2f}", "rays_s": f"{last['rays_per_second']:.0f}"}
+                    if "fg_ari" in last:
+                        shown["fg_ari"] = f"{last['fg_ari']:.3f}"
+                    bar.set_postfix(shown)
                 window_start, window_rays = time.perf_counter(), 0
             if bar is not None:
                 bar.update(1)
@@ -347,15 +353,21 @@ def validate(model, dataset, device, precision) -> dict:
     if dataset is None:
         return {}
     model.eval()
-    psnrs, mses = [], []
+    psnrs, mses, segmentation = [], [], []
     for batch in DataLoader(dataset, batch_size=8):
         batch = to_device(batch, device)
         with precision:
-            mse = mse_per_scene(model(batch)["rgb"], batch["target_pixels"])
+            prediction = model(batch)
+        mse = mse_per_scene(prediction["rgb"], batch["target_pixels"])
         mses += mse.tolist()
         psnrs += [psnr(m) for m in mse.tolist()]
+        if "segmentation" in prediction and "target_instance" in batch:
+            segmentation.append(segmentation_scores(prediction["segmentation"], batch["target_instance"]))
     model.train()
-    return {"psnr": float(np.mean(psnrs)), "mse": float(np.mean(mses)), "scenes": len(psnrs)}
+    values = {"psnr": float(np.mean(psnrs)), "mse": float(np.mean(mses)), "scenes": len(psnrs)}
+    for key in ("ari", "fg_ari") if segmentation else ():
+        values[key] = float(np.nanmean([s[key] for s in segmentation]))
+    return values
 
 
 def dry_run(model_name, model, dataset, loader, config, process) -> None:

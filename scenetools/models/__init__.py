@@ -8,10 +8,11 @@ world-frame rays, so training, evaluation and rendering treat them alike.
 from __future__ import annotations
 
 from ..errors import BadInput
+from .osrt import OSRT
 from .srt import SRT
 
 #: model name -> class. ``isrt`` is SRT built from the improved encoder and decoder.
-MODELS = {"srt": SRT, "isrt": SRT}
+MODELS = {"srt": SRT, "isrt": SRT, "osrt": OSRT}
 
 
 def build_model(name: str, config: dict):

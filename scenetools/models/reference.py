@@ -19,6 +19,12 @@ RULES = [
     (r"(.*transformer\.layers\.\d+)\.1\.norm\.(.*)", r"\1.mlp_norm.\2"),
     (r"(.*transformer\.layers\.\d+)\.1\.fn\.net\.0\.(.*)", r"\1.mlp.0.\2"),
     (r"(.*transformer\.layers\.\d+)\.1\.fn\.net\.3\.(.*)", r"\1.mlp.2.\2"),
+    # OSRT: the improved SRT encoder is nested in its encoder, slot attention sits beside it here
+    (r"encoder\.srt_encoder\.(.*)", r"encoder.\1"),
+    (r"encoder\.slot_attention\.(.*)", r"slot_attention.\1"),
+    (r"decoder\.render_mlp\.net\.(.*)", r"decoder.render_mlp.\1"),
+    (r"decoder\.mixing_block\.norm1\.(.*)", r"decoder.mixing_block.norm_rays.\1"),
+    (r"decoder\.mixing_block\.norm2\.(.*)", r"decoder.mixing_block.norm_mix.\1"),
     # SRT encoder
     (r"encoder\.conv_blocks\.(\d+)\.layers\.0\.(.*)", r"encoder.conv_blocks.\1.conv1.\2"),
     (r"encoder\.conv_blocks\.(\d+)\.layers\.2\.(.*)", r"encoder.conv_blocks.\1.conv2.\2"),
