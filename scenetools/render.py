@@ -83,3 +83,27 @@ def orbit_grid(model, dataset, device, out_path, num_scenes: int = 4) -> np.ndar
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """Float image [H, W, 3] in [0, 1] -> uint8."""
     return (image.float().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def output_images(out: dict, index: int) -> dict:
+    """uint8 pictures of one rendered view from render_cameras' output: rgb, segmentation
+    (argmax slot, one colour per slot) and depth (turbo, near = red) when present."""
+    from .visualize import colorize_depth, colorize_labels
+
+    pictures = {"rgb": to_uint8(out["rgb"][index])}
+    if "segmentation" in out:
+        slots = out["segmentation"].shape[-1]
+        pictures["segmentation"] = colorize_labels(out["segmentation"][index].argmax(-1).numpy() + 1, slots + 1)
+    if "depth" in out:
+        pictures["depth"] = colorize_depth(out["depth"][index].numpy())
+    return pictures
+
+
+@torch.no_grad()
+def render_path(model, scene: dict, path: list, height: int, width: int, device, chunk: int = 8192):
+    """Yield the uint8 pictures (see :func:`output_images`) of each camera of ``path``
+    [(c2w, K)], one frame at a time."""
+    model.eval()
+    for c2w, K in path:
+        out = render_cameras(model, scene, np.asarray(c2w)[None], np.asarray(K)[None], height, width, device, chunk)
+        yield output_images(out, 0)

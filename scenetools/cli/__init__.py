@@ -6,4 +6,6 @@ COMMANDS = {
     "scene-info": "scenetools.cli.info",
     "scene-train": "scenetools.cli.train",
     "scene-eval": "scenetools.cli.eval",
+    "scene-render": "scenetools.cli.render",
+    "scene-video": "scenetools.cli.video",
 }

@@ -1,0 +1,176 @@
+"""scene-render: frames along a camera path, to a folder or as a stream on stdout."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from .. import camera_paths
+from .. import checkpoint as ckpt
+from ..atomic import atomic_output, remove
+from ..data import SceneDataset, ViewSelection
+from ..errors import BadInput
+from ..framestream import encode_frame, write_folder_frame
+from ..progress import progress
+from ..render import render_path, to_uint8
+from ..scenefile import SceneFile
+from ..train import view_selection
+from . import common
+
+
+def parse_size(text: str | None):
+    if text is None:
+        return None
+    try:
+        height, width = (int(x) for x in text.lower().split("x"))
+        if height < 1 or width < 1:
+            raise ValueError
+        return height, width
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not HEIGHTxWIDTH, e.g. 128x128", param_hint="--size") from None
+
+
+def find_scene(scenes: SceneFile, scene: str | None) -> int:
+    """A scene by index or name; by default the first validation scene (else the first)."""
+    if scene is None:
+        splits = scenes.splits()
+        for name in ("val", "test", "train"):
+            if name in splits:
+                return int(splits[name][0])
+        return 0
+    if scene.isdigit() and int(scene) < scenes.num_scenes:
+        return int(scene)
+    matches = np.flatnonzero(scenes.names == scene)
+    if not len(matches):
+        raise BadInput(f"no scene {scene!r} (give an index below {scenes.num_scenes} or a scene name)", scenes.path)
+    return int(matches[0])
+
+
+def data_of_run(checkpoint: dict, run: Path | None, source) -> Path:
+    """The scene file a run was trained on (recorded relative to the run folder)."""
+    relative = checkpoint.get("config", {}).get("run", {}).get("data")
+    if run is None or relative is None or not (run / relative).exists():
+        raise BadInput("cannot find the data this checkpoint was trained on; pass --data DATA.h5", source)
+    return run / relative
+
+
+@click.command("scene-render", context_settings={"max_content_width": 100})
+@click.argument("source", type=click.Path(path_type=Path), metavar="RUN_DIR|CKPT")
+@click.option("--data", type=click.Path(path_type=Path), metavar="DATA.h5",
+              help="Scene file [the one the run was trained on].")
+@click.option("--scene", help="Scene index or name [the first validation scene].")
+@click.option("--motion", default="rotate", show_default=True, type=click.Choice(camera_paths.MOTIONS))
+@click.option("--path", "path_file", type=click.Path(path_type=Path), help="With --motion path: a camera_path.json.")
+@click.option("--frames", type=click.IntRange(min=1), default=120, show_default=True)
+@click.option("--fade", is_flag=True, help="Ease in and out (constant acceleration over the first and last 20%).")
+@click.option("--size", help="HEIGHTxWIDTH of the frames [the data's].")
+@click.option("--outputs", default="rgb", show_default=True,
+              help="Comma-separated: rgb, segmentation (OSRT), depth (models that predict it), input.")
+@click.option("-o", "--out", help="Folder of PNGs, or - for a frame stream on stdout [a stream when stdout is "
+              "a pipe, else RUN_DIR/renders/<motion>-<scene>].")
+@click.option("--save-path", type=click.Path(path_type=Path), help="Also write the camera path as a nerfstudio "
+              "camera_path.json, to edit and render again with --motion path.")
+@click.option("--fps", type=float, default=30, show_default=True, help="Recorded in --save-path.")
+@click.option("--chunk", type=click.IntRange(min=1), default=8192, show_default=True, help="Rays decoded at once.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
+@click.option("--config", "preset", help="For a reference model.pt only: its model and config, e.g. osrt/msn.")
+@common.options
+def command(source, data, scene, motion, path_file, frames, fade, size, outputs, out, save_path, fps, chunk,
+            device, preset):
+    """Render frames of a scene along a camera path: the reference motions (rotate, zoom,
+    closeup, rotate_and_closeup, eyeroll), a spiral, or a nerfstudio camera_path.json.
+
+    \b
+    Examples:
+      scene-render outputs/demo/srt-fresh --motion rotate_and_closeup --fade -o frames
+      scene-render ckpt.pt --motion rotate_and_closeup | scene-video
+      scene-render run --data data.h5 --scene 12 --outputs input,rgb,segmentation -o - | scene-video -o seg.mp4
+      scene-render run --motion spiral --save-path path.json -o /dev/null; scene-render run --motion path --path path.json
+    """
+    wanted = [o.strip() for o in outputs.split(",") if o.strip()]
+    unknown = set(wanted) - {"rgb", "segmentation", "depth", "input"}
+    if unknown or not wanted:
+        raise click.BadParameter(f"unknown outputs {sorted(unknown)}", param_hint="--outputs")
+    if (motion == "path") != (path_file is not None):
+        raise click.UsageError("--motion path needs --path FILE (and --path needs --motion path)")
+    reference = None
+    if preset:
+        from .. import config as configs
+        reference = (preset.split("/")[0], configs.resolve(preset.split("/")[0], preset))
+    model, checkpoint, run = ckpt.load_model(source, reference_config=reference)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device).eval()
+    scenes = SceneFile(data or data_of_run(checkpoint, run, source))
+    index = find_scene(scenes, scene)
+
+    data_config = checkpoint["config"]["data"]
+    views = view_selection(data_config)
+    inputs = ViewSelection(views.num_inputs, "first", views.targets)
+    item = SceneDataset(scenes, None, inputs, num_rays=1, input_stride=data_config.get("input_stride", 1))[index]
+    scene_c2w = scenes.read_views(index, fields=("camera_to_world",))["camera_to_world"]
+    base = scenes.read_views(index, item["input_views"][:1].numpy(), ("camera_to_world", "intrinsics"))
+    height, width = parse_size(size) or (scenes.height, scenes.width)
+    K = np.diag([width / scenes.width, height / scenes.height, 1.0]) @ base["intrinsics"][0]
+    if motion == "path":
+        path, height, width = camera_paths.load_camera_path(path_file, *(parse_size(size) or (None, None)))
+    else:
+        frame = camera_paths.SceneFrame(scene_c2w, scenes.world_up)
+        path = camera_paths.motion_path(motion, base["camera_to_world"][0], K, frame, frames, fade)
+    if save_path:
+        with atomic_output(save_path) as tmp:
+            camera_paths.save_camera_path(path, height, width, fps, tmp)
+
+    with torch.no_grad():
+        latent = model.encode(**{k: v[None].to(device) for k, v in item.items()})
+    frames_out = render_path(model, latent, path, height, width, device, chunk)
+    inputs_uint8 = [to_uint8(image.permute(1, 2, 0)) for image in item["input_images"]]
+    to_stream = out == "-" or (out is None and not sys.stdout.isatty())
+    if to_stream:
+        write_stream(frames_out, wanted, inputs_uint8, len(path), model)
+    else:
+        folder = Path(out) if out else (run or Path(".")) / "renders" / f"{motion}-{scenes.names[index].replace('/', '_')}"
+        write_folder(frames_out, wanted, inputs_uint8, len(path), folder, model)
+        click.echo(str(folder))
+
+
+def _check_outputs(pictures: dict, wanted: list, model) -> None:
+    missing = [name for name in wanted if name != "input" and name not in pictures]
+    if missing:
+        raise BadInput(f"model {type(model).__name__} does not predict {', '.join(missing)}")
+
+
+def write_stream(frames, wanted, inputs, count, model) -> None:
+    stdout = sys.stdout.buffer
+    if "input" in wanted:
+        for i, image in enumerate(inputs):
+            stdout.write(encode_frame(image, "input", i, count))
+    for k, pictures in enumerate(progress(frames, total=count, desc="rendering", unit="frames")):
+        _check_outputs(pictures, wanted, model)
+        for name in wanted:
+            if name != "input":
+                stdout.write(encode_frame(pictures[name], name, k, count))
+        stdout.flush()
+
+
+def write_folder(frames, wanted, inputs, count, folder: Path, model) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(folder) as tmp:
+        remove(tmp)  # left over from an interrupted run
+        tmp.mkdir()
+        if "input" in wanted:
+            for i, image in enumerate(inputs):
+                write_folder_frame(tmp, image, "input", i)
+        for k, pictures in enumerate(progress(frames, total=count, desc="rendering", unit="frames")):
+            _check_outputs(pictures, wanted, model)
+            for name in wanted:
+                if name != "input":
+                    write_folder_frame(tmp, pictures[name], name, k)
+
+
+main = common.entry_point(command)
+
+if __name__ == "__main__":
+    main()
