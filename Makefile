@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo demo-checkpoint bench clean
+.PHONY: install test demo demo-osrt demo-checkpoint bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ test: install
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" examples/demo.sh
+
+# The same with OSRT: segmentation panels, FG-ARI in the evaluation.
+demo-osrt: install
+	DEMO_MODEL=osrt PATH="$(CURDIR)/$(BIN):$$PATH" examples/demo.sh
 
 # Reproduces examples/demo-checkpoint/ (hours on a CPU; resumable: run it again to continue).
 demo-checkpoint: install

@@ -161,7 +161,7 @@ def run(model_name):
 
 def main():
     from common import write_result
-    models = sys.argv[1:] or ["srt"]
+    models = sys.argv[1:] or list(PRESETS)
     for model_name in models:
         write_result(f"train_step_{model_name}", run(model_name))
 

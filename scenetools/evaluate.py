@@ -126,14 +126,14 @@ def save_images(folder, name: str, item: dict, output: dict, scenes: SceneFile) 
             iio.imwrite(scene_dir / f"in{inputs}_view{v}_{kind}.png", to_uint8(image))
 
 
-def report(summary: dict, rows: list, *, checkpoint, step, model_name, data, split, run_name) -> dict:
+def report(summary: dict, rows: list, *, checkpoint, step, model_name, data, split, run_name, targets) -> dict:
     """The metrics JSON (``formats/metrics-json.md``), like nerfstudio's ns-eval output."""
     results = {}
     for key, (mean, std) in summary.items():
         results[key] = _number(mean)
         results[f"{key}_std"] = _number(std)
     return {"experiment_name": run_name, "method_name": model_name, "checkpoint": str(checkpoint), "step": step,
-            "data": str(data), "split": split, "num_scenes": len({r["scene"] for r in rows}),
+            "data": str(data), "split": split, "targets": targets, "num_scenes": len({r["scene"] for r in rows}),
             "num_items": len(rows), "results": results}
 
 
@@ -159,7 +159,7 @@ def summary_table(metrics: dict) -> str:
     """Lines for the terminal: each metric with its baselines, on the same pixels."""
     r = metrics["results"]
     lines = [f"{metrics['method_name']} step {metrics['step']} on {metrics['num_scenes']} {metrics['split']} scenes "
-             f"({metrics['num_items']} items)"]
+             f"({metrics['num_items']} items, target views: {metrics.get('targets', '?')})"]
     for key in ("psnr", "psnr_objects"):
         if r.get(key) is None:
             continue

@@ -12,6 +12,7 @@ from .. import config as configs
 from ..atomic import atomic_output
 from ..errors import BadInput
 from ..scenefile import SceneFile
+from ..train import view_selection
 from . import common
 
 
@@ -29,9 +30,12 @@ from . import common
               help="Rays decoded at once (memory stays bounded whatever the image size).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
+@click.option("--targets", type=click.Choice(["rest", "all"]),
+              help="Score the views that are not inputs (rest: novel views only) or every view "
+                   "[the model's protocol].")
 @click.option("--config", "preset", help="For a reference model.pt only: its model and config, e.g. srt/msn.")
 @common.options
-def command(source, data, split, max_scenes, out, images, chunk, precision, device, preset):
+def command(source, data, split, max_scenes, out, images, chunk, precision, device, targets, preset):
     """Score a checkpoint on full target images: PSNR (all pixels and object pixels, with
     the mean-colour and, for synthetic data, background-only baselines), SSIM, ARI and
     FG-ARI (models that segment), LPIPS when its weights are already on this machine.
@@ -40,6 +44,7 @@ def command(source, data, split, max_scenes, out, images, chunk, precision, devi
     Examples:
       scene-eval outputs/synthetic/srt/synthetic data/synthetic.h5 --split test
       scene-eval run/checkpoints/step-5000.pt data/nmr.h5 --scenes 100 --images eval-images
+      scene-eval examples/demo-checkpoint/srt-synthetic.pt data/synthetic.h5 --targets rest
       scene-eval msn_srt/model.pt data/msn.h5 --config srt/msn
     """
     from ..evaluate import evaluate, report, summary_table, write_outputs
@@ -57,13 +62,15 @@ def command(source, data, split, max_scenes, out, images, chunk, precision, devi
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:  # the images folder appears only when complete
         images_tmp = stack.enter_context(atomic_output(images)) if images else None
-        summary, rows = evaluate(model, scenes, split, checkpoint["config"]["data"], device, max_scenes, chunk,
-                                 precision, images_tmp)
+        data_config = dict(checkpoint["config"]["data"], **({"targets": targets} if targets else {}))
+        summary, rows = evaluate(model, scenes, split, data_config, device, max_scenes, chunk, precision,
+                                 images_tmp)
         if not rows:
             raise BadInput(f"no items to evaluate in split {split!r}", data)
     name = run.name if run else Path(source).stem
     metrics = report(summary, rows, checkpoint=source, step=checkpoint.get("step"),
-                     model_name=checkpoint["model_name"], data=data, split=split, run_name=name)
+                     model_name=checkpoint["model_name"], data=data, split=split, run_name=name,
+                     targets={"rest": "novel views only", "all": "all views"}[view_selection(data_config).targets])
     csv_path = write_outputs(metrics, rows, out)
     click.echo(summary_table(metrics))
     click.echo(f"metrics  {out}\nper item {csv_path}")
