@@ -82,3 +82,25 @@ def read_npy(path) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         raise BadInput(f"unreadable npy ({error})", path) from None
+
+
+def read_rgb(path, height: int, width: int) -> np.ndarray:
+    """uint8 [H, W, 3] of an 8-bit image file (alpha composited onto white), checked to be
+    H x W: every view of a file has one size, the first image's."""
+    image = read_image(path)
+    if image.dtype != np.uint8:
+        raise BadInput(f"expected an 8-bit image, got {image.dtype} pixels", path)
+    if image.shape[:2] != (height, width):
+        raise BadInput(f"image is {image.shape[1]}x{image.shape[0]}, expected {width}x{height} "
+                       "(the size of the first image: all views must share one size)", path)
+    return rgb_on_background(image)
+
+
+def image_size(path) -> tuple:
+    """(height, width) of an image file, from its header only."""
+    path = require(path)
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadInput(f"unreadable image ({error})", path) from None

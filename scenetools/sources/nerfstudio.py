@@ -77,13 +77,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .. import cameras
 from ..errors import BadInput
 from ..scenefile import RIGID_TOLERANCE, Scene
 from . import SceneRef, SourceInfo
-from .files import read_image, require, rgb_on_background
+from .files import image_size, read_rgb, require
 
 SPLITS = ("train", "val", "test")
 TRAIN_SPLIT_FRACTION = 0.9  # nerfstudio's default
@@ -264,27 +263,6 @@ def _number(frame: Frame, key: str, default=None) -> float:
 
 
 # ----------------------------------------------------------------------------- images
-
-def image_size(path: Path) -> tuple:
-    """(height, width) of an image file, from its header only."""
-    path = require(path)
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (OSError, SyntaxError, ValueError) as error:
-        raise BadInput(f"unreadable image ({error})", path) from None
-
-
-def read_rgb(path: Path, height: int, width: int) -> np.ndarray:
-    """uint8 [H, W, 3] of an image file (alpha composited onto white), checked to be H x W."""
-    image = read_image(path)
-    if image.dtype != np.uint8:
-        raise BadInput(f"expected an 8-bit image, got {image.dtype} pixels", path)
-    if image.shape[:2] != (height, width):
-        raise BadInput(f"image is {image.shape[1]}x{image.shape[0]}, expected {width}x{height} "
-                       "(the size of the capture's first image: all frames must share one size)", path)
-    return rgb_on_background(image)
-
 
 # ----------------------------------------------------------------------------- source
 

@@ -52,13 +52,12 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
 
 from .. import cameras
 from ..errors import BadInput
 from ..scenefile import RIGID_TOLERANCE, Scene
 from . import SceneRef, SourceInfo
-from .files import read_image, read_npz, require, rgb_on_background
+from .files import image_size, read_npz, read_rgb, require
 
 SPLITS = ("train", "val", "test")
 LIST_NAME = "softras_{split}.lst"
@@ -180,26 +179,6 @@ def _matrix(data: dict, key: str, shapes: tuple, path: Path) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- images
-
-def read_rgb(path: Path, height: int, width: int) -> np.ndarray:
-    """uint8 [H, W, 3] of one view (RGBA composited onto white), checked to be H x W."""
-    image = read_image(path)
-    if image.dtype != np.uint8:
-        raise BadInput(f"expected an 8-bit image, got {image.dtype} pixels", path)
-    if image.shape[:2] != (height, width):
-        raise BadInput(f"image is {image.shape[1]}x{image.shape[0]}, expected {width}x{height} "
-                       "(the size of the dataset's first image)", path)
-    return rgb_on_background(image, 255)
-
-
-def image_size(path: Path) -> tuple:
-    """(height, width) of an image file, from its header only."""
-    try:
-        with Image.open(require(path)) as image:
-            return image.height, image.width
-    except (OSError, SyntaxError, ValueError) as error:
-        raise BadInput(f"unreadable image ({error})", path) from None
-
 
 # ----------------------------------------------------------------------------- source
 

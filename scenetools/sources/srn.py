@@ -43,13 +43,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .. import cameras
 from ..errors import BadInput
 from ..scenefile import RIGID_TOLERANCE, Scene
 from . import SceneRef, SourceInfo
-from .files import read_image, read_numbers, require, rgb_on_background
+from .files import image_size, read_numbers, read_rgb, require
 
 NEAR_FAR = {"cars": (0.8, 1.8), "chairs": (1.25, 2.75)}
 SPLITS = ("train", "val", "test")
@@ -130,17 +129,6 @@ def list_views(instance: Path) -> list:
     return views
 
 
-def read_rgb(path, height: int, width: int) -> np.ndarray:
-    """uint8 [H, W, 3] of an image file (alpha composited onto white), checked to be H x W."""
-    image = read_image(path)
-    if image.dtype != np.uint8:
-        raise BadInput(f"expected an 8-bit image, got {image.dtype} pixels", path)
-    if image.shape[:2] != (height, width):
-        raise BadInput(f"image is {image.shape[1]}x{image.shape[0]}, expected {width}x{height} "
-                       "(the size of the dataset's first image)", path)
-    return rgb_on_background(image)
-
-
 def read_instance(instance: Path, height: int, width: int):
     """Views of one instance folder: (views as list_views gives them, rgb uint8 [V, H, W, 3],
     camera_to_world [V, 4, 4], intrinsics [V, 3, 3]) in our conventions."""
@@ -158,15 +146,6 @@ def list_instances(folder: Path) -> list:
     if not instances:
         raise BadInput("no instance folders", folder)
     return instances
-
-
-def image_size(path) -> tuple:
-    """(height, width) of an image file, from its header only."""
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (OSError, SyntaxError, ValueError) as error:
-        raise BadInput(f"unreadable image ({error})", path) from None
 
 
 def survey(split_folders: list) -> tuple:
