@@ -33,6 +33,10 @@ def save(path, *, model_name: str, config: dict, model, step: int, optimizer=Non
                   "model_name": model_name, "config": config, "step": int(step),
                   "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
                   "optimizer": optimizer.state_dict() if optimizer is not None else None, **state}
+    return _write(checkpoint, path)
+
+
+def _write(checkpoint: dict, path: Path) -> Path:
     tmp = partial_path(path)
     torch.save(checkpoint, tmp)
     os.replace(tmp, path)
@@ -117,10 +121,7 @@ def export(source, destination) -> Path:
     checkpoint["optimizer"] = None
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(destination)
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, destination)
-    return destination
+    return _write(checkpoint, destination)
 
 
 if __name__ == "__main__":  # python -m scenetools.checkpoint export IN.pt OUT.pt
