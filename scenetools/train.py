@@ -227,7 +227,7 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
     workers = training["num_workers"]
     loader = DataLoader(train_set, batch_size=per_process, sampler=sampler, num_workers=workers,
                         persistent_workers=workers > 0, pin_memory=process.device.type == "cuda",
-                        prefetch_factor=4 if workers else None)
+                        prefetch_factor=4 if workers else None, worker_init_fn=ignore_stop_signals)
     if options.dry_run:
         dry_run(model_name, model, train_set, loader, config, process)
         return Result(step, {}, model)
@@ -317,6 +317,13 @@ class StopRequest:
     def restore(self):
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process, which saves and then stops
+    them: Ctrl-C and Slurm's scancel signal every process of the job, not just the trainer."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def save(path, model, optimizer, step, state) -> None:

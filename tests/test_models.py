@@ -6,7 +6,7 @@ from scenetools import cameras
 from scenetools import config as configs
 from scenetools.models import build_model, count_parameters
 from scenetools.models.reference import from_reference, map_state_dict
-from scenetools.models.srt import rigid_inverse
+from scenetools.models.srt import rigid_inverse, to_frame
 
 
 @pytest.mark.parametrize("name, preset, expected", [
@@ -144,3 +144,15 @@ def test_gradients_reach_every_parameter():
                         np.tile([[-1.0, 0, 0]], (2, 5, 1)))
     out.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_canonical_frame_stays_float32_under_bf16_autocast():
+    """The ray encoding multiplies positions by up to 2^9 pi: bf16 geometry would make its
+    high octaves noise that a bf16-trained model fits and an fp32 evaluation does not see."""
+    c2w = torch.from_numpy(cameras.look_at([7.3, -2.1, 4.4], [0.0, 0.0, 0.0])).float()[None]
+    positions, rays = torch.randn(1, 50, 3), torch.nn.functional.normalize(torch.randn(1, 50, 3), dim=-1)
+    expected = to_frame(rigid_inverse(c2w), positions, rays)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = to_frame(rigid_inverse(c2w), positions, rays)
+    for e, g in zip(expected, got):
+        assert g.dtype == torch.float32 and torch.equal(e, g)

@@ -1,4 +1,5 @@
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -137,14 +138,16 @@ def test_kill_then_resume_continues_from_the_checkpoint(data, tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_and_stops(data, tmp_path):
+    """SIGTERM to the whole process group, data workers included, as Slurm's scancel sends it."""
     run = tmp_path / "run"
-    proc = subprocess.Popen(train_args(data, run, "--max-steps", 100000, "--set", "training.checkpoint_every=1000000"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(train_args(data, run, "--max-steps", 100000, "--set", "training.checkpoint_every=1000000",
+                                       "--set", "training.num_workers=1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "metrics.jsonl").exists():
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(60) == 130
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(60) == 130, proc.stderr.read()
     state = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
     assert state["step"] >= 5  # saved at the step the signal arrived, not at a checkpoint interval
 

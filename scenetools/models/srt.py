@@ -170,17 +170,24 @@ class SRT(nn.Module):
 
 
 def rigid_inverse(c2w: torch.Tensor) -> torch.Tensor:
-    """[..., 4, 4] inverse of rigid transforms (R^T, -R^T t)."""
+    """[..., 4, 4] inverse of rigid transforms (R^T, -R^T t), in float32 (see ``to_frame``)."""
+    c2w = c2w.float()
     R, t = c2w[..., :3, :3], c2w[..., :3, 3:]
     inverse = torch.zeros_like(c2w)
     inverse[..., :3, :3] = R.transpose(-1, -2)
-    inverse[..., :3, 3:] = -R.transpose(-1, -2) @ t
+    inverse[..., :3, 3:] = -(R.transpose(-1, -2) * t.transpose(-1, -2)).sum(-1, keepdim=True)
     inverse[..., 3, 3] = 1
     return inverse
 
 
 def to_frame(world_to_frame: torch.Tensor, camera_pos: torch.Tensor, rays: torch.Tensor):
-    """Express positions [B, ..., 3] and directions [B, ..., 3] in another frame [B, 4, 4]."""
-    R, t = world_to_frame[:, :3, :3], world_to_frame[:, :3, 3]
-    pos = torch.einsum("bij,b...j->b...i", R, camera_pos) + t.reshape(t.shape[:1] + (1,) * (camera_pos.dim() - 2) + (3,))
-    return pos, torch.einsum("bij,b...j->b...i", R, rays)
+    """Express positions [B, ..., 3] and directions [B, ..., 3] in another frame [B, 4, 4].
+
+    Always float32, also under bf16 autocast: the ray encoding multiplies these by up to
+    2^9 pi, so bf16 rounding would turn its high octaves into noise that the model then fits.
+    """
+    with torch.autocast(world_to_frame.device.type, enabled=False):
+        R, t = world_to_frame[:, :3, :3].float(), world_to_frame[:, :3, 3].float()
+        t = t.reshape(t.shape[:1] + (1,) * (camera_pos.dim() - 2) + (3,))
+        pos = torch.einsum("bij,b...j->b...i", R, camera_pos.float()) + t
+        return pos, torch.einsum("bij,b...j->b...i", R, rays.float())
