@@ -170,8 +170,9 @@ class SRT(nn.Module):
 
 
 def rigid_inverse(c2w: torch.Tensor) -> torch.Tensor:
-    """[..., 4, 4] inverse of rigid transforms (R^T, -R^T t), in float32 (see ``to_frame``)."""
-    c2w = c2w.float()
+    """[..., 4, 4] inverse of rigid transforms (R^T, -R^T t).
+
+    Elementwise only, so autocast leaves it in the input's precision (see ``to_frame``)."""
     R, t = c2w[..., :3, :3], c2w[..., :3, 3:]
     inverse = torch.zeros_like(c2w)
     inverse[..., :3, :3] = R.transpose(-1, -2)
