@@ -2,9 +2,10 @@
 
 A z-up world with a ground plane at z = 0 and 2 to 6 spheres, cubes and cylinders standing
 on it, lit by one directional light with hard shadows (Lambertian shading) under a sky
-gradient with distance haze. Cameras sit on a ring around the z axis and look at the
-origin. Rendering is exact ray casting through pixel centres, vectorised in torch over
-whole batches of scenes, so depth and instance masks are exact too.
+gradient with distance haze. Cameras sit on a ring around the z axis, one in each equal
+sector of azimuth at a random angle inside it, and look at the origin. Rendering is exact
+ray casting through pixel centres, vectorised in torch over whole batches of scenes, so
+depth and instance masks are exact too.
 
 Scene ``i`` of a file depends only on (seed, i): the same seed gives the same file, and
 :func:`sample_scene` recreates any scene's objects. :func:`render` with no objects gives the
@@ -24,7 +25,7 @@ from . import SceneRef, SourceInfo
 
 #: Bump when anything below changes the rendered images; written to the file so the
 #: background baseline is only recomputed for files it matches.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 SHAPES = ("sphere", "cube", "cylinder")
 COLORS = np.array([  # CLEVR's palette
@@ -81,7 +82,10 @@ def sample_scene(seed: int, index: int, num_views: int, size: int):
     objects = SceneObjects(shapes[keep], colors[keep], position, sizes[keep], angles[keep])
 
     phase, height = rng.uniform(0, 2 * math.pi), rng.uniform(*RING_HEIGHT)
-    azimuth = phase + 2 * math.pi * np.arange(num_views) / num_views
+    # Stratified azimuths: one camera per 360/V degree sector, at a random place inside it.
+    # Evenly spaced cameras would only ever show a model V relative poses, and it would render
+    # nothing sensible in between (an orbit video would lose the objects half of the time).
+    azimuth = phase + 2 * math.pi * (np.arange(num_views) + rng.uniform(-0.5, 0.5, num_views)) / num_views
     eyes = np.stack([RING_RADIUS * np.cos(azimuth), RING_RADIUS * np.sin(azimuth), np.full(num_views, height)], -1)
     c2w = cameras.look_at(eyes, np.zeros(3))
     focal = cameras.focal_from_fov(math.radians(HORIZONTAL_FOV_DEGREES), size)
