@@ -3,10 +3,13 @@
 #   1. generate 1,000 CLEVR-like scenes (800 train / 100 val / 100 test) and look at them
 #   2. train a small model on the CPU for a few minutes (fresh run): SRT, or OSRT with
 #      DEMO_MODEL=osrt (`make demo-osrt`)
-#   3. score it on the held-out test scenes, next to two baselines on the same pixels
+#   3. score it on the novel views of the held-out test scenes, next to two baselines on the
+#      same pixels
 #   4. (SRT) score the shipped demo checkpoint, trained for hours on other synthetic scenes
 #      (examples/demo-checkpoint/), on the same test scenes
-#   5. videos orbiting a held-out scene: the shipped checkpoint's, and the fresh run's
+#   5. videos orbiting a held-out scene: the shipped checkpoint's, and the fresh run's. A plain
+#      orbit at the cameras' distance: the synthetic cameras all stand 10 units from the centre,
+#      so closeups (rotate_and_closeup) leave what the models were trained on
 # Outputs go to outputs/demo/ (override with DEMO_DIR). Running it again reuses what exists.
 set -euo pipefail
 out="${DEMO_DIR:-outputs/demo}"
@@ -23,15 +26,15 @@ outputs=input,rgb
 
 echo "== fresh run: scene-train $model (CPU config, $steps steps)"
 scene-train "$model" "$out/synthetic.h5" --config synthetic --max-steps "$steps" --out "$out/$model-fresh"
-scene-eval "$out/$model-fresh" "$out/synthetic.h5" --split test --out "$out/$model-fresh-test.json"
-scene-render "$out/$model-fresh" --scene "$scene" --motion rotate_and_closeup --fade --frames 120 \
+scene-eval "$out/$model-fresh" "$out/synthetic.h5" --split test --targets rest --out "$out/$model-fresh-test.json"
+scene-render "$out/$model-fresh" --scene "$scene" --motion rotate --fade --frames 120 \
     --outputs "$outputs" -o - | scene-video -o "$out/$model-fresh-orbit.mp4"
 
 if [ "$model" = srt ]; then
     echo "== shipped demo checkpoint (examples/demo-checkpoint/srt-synthetic.pt)"
-    scene-eval examples/demo-checkpoint/srt-synthetic.pt "$out/synthetic.h5" --split test \
+    scene-eval examples/demo-checkpoint/srt-synthetic.pt "$out/synthetic.h5" --split test --targets rest \
         --out "$out/srt-checkpoint-test.json" --images "$out/srt-checkpoint-test-images"
     scene-render examples/demo-checkpoint/srt-synthetic.pt --data "$out/synthetic.h5" --scene "$scene" \
-        --motion rotate_and_closeup --fade --frames 120 --outputs input,rgb -o - \
+        --motion rotate --fade --frames 120 --outputs input,rgb -o - \
         | scene-video -o "$out/srt-checkpoint-orbit.mp4"
 fi
