@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 
 from .errors import BadInput
+from .interrupts import StopRequest, ignore_stop_signals
 from .progress import note, progress
 from .scenefile import SceneWriter, prepare_scene, write_index
 
@@ -88,12 +89,15 @@ def _write_file(source, refs, path, codec, key, workers, desc):
             note(f"{path}: resuming an interrupted conversion after {writer.num_written} of {len(refs)} scenes")
         todo = refs[writer.num_written:]
         batches = [todo[i:i + source.batch_size] for i in range(0, len(todo), source.batch_size)]
-        with progress(total=len(refs), desc=desc, unit="scenes", initial=writer.num_written) as bar:
+        with progress(total=len(refs), desc=desc, unit="scenes", initial=writer.num_written) as bar, \
+                StopRequest() as stop:
             load = functools.partial(_load_prepared, source, (info.height, info.width, writer.fields, codec))
             for scenes in _map_bounded(load, batches, workers):
                 for scene in scenes:
                     writer.add(scene)
                 bar.update(len(scenes))
+                if stop.requested:  # the partial file keeps what is written, for a resume
+                    raise KeyboardInterrupt
 
 
 def _load_prepared(source, layout, refs):
@@ -108,7 +112,7 @@ def _map_bounded(function, batches, workers):
         yield from map(function, batches)
         return
     context = multiprocessing.get_context("spawn")  # no fork: torch and h5py state stay private
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
         pending = collections.deque()
         for batch in batches:
             pending.append(pool.submit(function, batch))
@@ -118,8 +122,10 @@ def _map_bounded(function, batches, workers):
             yield pending.popleft().result()
 
 
-def _single_threaded():
-    """Worker processes are the parallelism: keep numeric libraries to one thread each."""
+def _worker_init():
+    """Worker processes are the parallelism: numeric libraries get one thread each. Stop
+    signals are the main process's to handle."""
+    ignore_stop_signals()
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = "1"
 

@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from . import config as configs
 from . import distributed
 from .data import PROTOCOLS, SceneDataset, ShardedSampler, ViewSelection
 from .errors import BadInput
+from .interrupts import StopRequest, ignore_stop_signals
 from .metrics import segmentation_scores
 from .models import build_model, count_parameters
 from .progress import note, progress
@@ -301,29 +301,6 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
     return Result(step, last, model)
 
 
-class StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the end of the step and stops."""
-
-    def __init__(self):
-        self.requested = False
-        self.previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread
-                self.previous[sig] = signal.signal(sig, self._request)
-
-    def _request(self, signum, frame):
-        self.requested = True
-
-    def restore(self):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers leave SIGINT/SIGTERM to the main process, which saves and then stops
-    them: Ctrl-C and Slurm's scancel signal every process of the job, not just the trainer."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
 
 
 def save(path, model, optimizer, step, state) -> None:

@@ -1,3 +1,4 @@
+import os
 import signal
 import subprocess
 import sys
@@ -91,13 +92,13 @@ def _convert_args(out, scenes):
             "--scenes", str(scenes), "--views", "4", "--size", "24"]
 
 
-def _interrupt_midway(args, partial):
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+def _interrupt_midway(args, partial, sig=signal.SIGINT):
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 60
     while time.time() < deadline and (not partial.exists() or partial.stat().st_size < 3_000_000):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(30) == 130
+    os.killpg(proc.pid, sig)  # the whole group, as Ctrl-C and Slurm's scancel do
+    assert proc.wait(30) == 130, proc.stderr.read()
 
 
 def test_interrupted_conversion_resumes_and_matches_an_uninterrupted_one(tmp_path):
@@ -121,6 +122,15 @@ def test_interrupted_conversion_resumes_and_matches_an_uninterrupted_one(tmp_pat
     a, b = _dataset_arrays(out), _dataset_arrays(fresh)
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_sigterm_stops_parallel_conversion_cleanly(tmp_path):
+    """Workers leave the signal to the main process, which stops after a whole batch."""
+    out, partial = tmp_path / "big.h5", tmp_path / ".big.partial.h5"
+    _interrupt_midway(_convert_args(out, 1500) + ["--workers", "2"], partial, signal.SIGTERM)
+    assert not out.exists()
+    with h5py.File(partial, "r") as f:
+        assert 0 < f.attrs["scenes_written"] < 1500
 
 
 def test_split_limit_and_shards(tmp_path):
