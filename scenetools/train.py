@@ -301,8 +301,6 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
     return Result(step, last, model)
 
 
-
-
 def save(path, model, optimizer, step, state) -> None:
     ckpt.save(path, model_name=state["model_name"], config=state["config"], model=model, step=step,
               optimizer=optimizer, data=state["data"], rng=torch.get_rng_state())
