@@ -13,7 +13,8 @@ steps="${DEMO_CHECKPOINT_STEPS:-17000}"
 ship=examples/demo-checkpoint
 mkdir -p "$out" "$ship"
 
-[ -f "$out/train.h5" ] || scene-convert --from synthetic "$out/train.h5" --scenes 10000 --views 10 --size 64 --seed 1
+[ -f "$out/train.h5" ] || scene-convert --from synthetic "$out/train.h5" --scenes 10000 --views 10 --size 64 --seed 1 \
+    --generator-version 2
 start=$(date +%s)
 scene-train srt "$out/train.h5" --config synthetic --max-steps "$steps" --out "$out/run"
 python -m scenetools.checkpoint export "$out/run/checkpoints/latest.pt" "$ship/srt-synthetic.pt"

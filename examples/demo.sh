@@ -2,7 +2,7 @@
 # The end-to-end example on synthetic data (run by `make demo`, which puts .venv/bin on PATH).
 #   1. generate 1,000 CLEVR-like scenes (800 train / 100 val / 100 test) and look at them
 #   2. train a small model on the CPU for a few minutes (fresh run): SRT, or OSRT with
-#      DEMO_MODEL=osrt (`make demo-osrt`)
+#      DEMO_MODEL=osrt (`make demo-osrt`), or ObSuRF with DEMO_MODEL=obsurf (`make demo-obsurf`)
 #   3. score it on the novel views of the held-out test scenes, next to two baselines on the
 #      same pixels
 #   4. (SRT) score the shipped demo checkpoint, trained for hours on other synthetic scenes
@@ -18,23 +18,32 @@ steps="${DEMO_STEPS:-300}"
 scene=scene_000900  # the first test scene
 mkdir -p "$out"
 
-[ -f "$out/synthetic.h5" ] || scene-convert --from synthetic "$out/synthetic.h5" --scenes 1000 --views 10 --size 64 --seed 0
+# Generator version 2 (one ring of cameras per scene): the shipped SRT checkpoint was trained on
+# it; version 3 (cameras at varied distances, which closeups need) awaits its retraining.
+[ -f "$out/synthetic.h5" ] || scene-convert --from synthetic "$out/synthetic.h5" --scenes 1000 --views 10 --size 64 \
+    --seed 0 --generator-version 2
 scene-info "$out/synthetic.h5" --grid "$out/synthetic.png"
 
 outputs=input,rgb
+frames=120
 [ "$model" = osrt ] && outputs=input,rgb,segmentation
+evaluate=(--split test --targets rest)
+if [ "$model" = obsurf ]; then  # volume rendering: fewer frames, 20 test scenes with their first input view
+    outputs=input,rgb,depth,segmentation,slots frames=48
+    evaluate=(--split test --scenes 20 --items-per-scene 1)
+fi
 
 echo "== fresh run: scene-train $model (CPU config, $steps steps)"
 scene-train "$model" "$out/synthetic.h5" --config synthetic --max-steps "$steps" --out "$out/$model-fresh"
-scene-eval "$out/$model-fresh" "$out/synthetic.h5" --split test --targets rest --out "$out/$model-fresh-test.json"
-scene-render "$out/$model-fresh" --scene "$scene" --motion rotate --fade --frames 120 \
-    --outputs "$outputs" -o - | scene-video -o "$out/$model-fresh-orbit.mp4"
+scene-eval "$out/$model-fresh" "$out/synthetic.h5" "${evaluate[@]}" --out "$out/$model-fresh-test.json" --overwrite
+scene-render "$out/$model-fresh" --scene "$scene" --motion rotate --fade --frames "$frames" \
+    --outputs "$outputs" -o - | scene-video -o "$out/$model-fresh-orbit.mp4" --overwrite
 
 if [ "$model" = srt ]; then
     echo "== shipped demo checkpoint (examples/demo-checkpoint/srt-synthetic.pt)"
     scene-eval examples/demo-checkpoint/srt-synthetic.pt "$out/synthetic.h5" --split test --targets rest \
-        --out "$out/srt-checkpoint-test.json" --images "$out/srt-checkpoint-test-images"
+        --out "$out/srt-checkpoint-test.json" --images "$out/srt-checkpoint-test-images" --overwrite
     scene-render examples/demo-checkpoint/srt-synthetic.pt --data "$out/synthetic.h5" --scene "$scene" \
         --motion rotate --fade --frames 120 --outputs input,rgb -o - \
-        | scene-video -o "$out/srt-checkpoint-orbit.mp4"
+        | scene-video -o "$out/srt-checkpoint-orbit.mp4" --overwrite
 fi

@@ -7,16 +7,18 @@ stelzner/osrt (their ``model.pt``) load too, through ``models.reference``.
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 
 from . import __version__
-from .atomic import partial_path
-from .errors import BadInput
+from .atomic import partial_path, remove
+from .errors import BadInput, is_out_of_space, write_failure
 
 FORMAT = "scenetools.checkpoint"
 FORMAT_VERSION = 1
@@ -37,8 +39,19 @@ def save(path, *, model_name: str, config: dict, model, step: int, optimizer=Non
 
 
 def _write(checkpoint: dict, path: Path) -> Path:
+    """torch.save under a temporary name, renamed when complete. A failed write leaves
+    nothing behind; a full disk (which torch reports only as "unexpected pos") becomes a
+    WriteError naming the file."""
     tmp = partial_path(path)
-    torch.save(checkpoint, tmp)
+    try:
+        torch.save(checkpoint, tmp)
+    except BaseException as error:
+        stats = os.statvfs(tmp.parent)
+        full = is_out_of_space(error) or stats.f_bavail * stats.f_frsize < 64 * 2**20
+        remove(tmp)
+        if full and not isinstance(error, KeyboardInterrupt):
+            raise write_failure(OSError(errno.ENOSPC, "No space left on device"), path) from None
+        raise
     os.replace(tmp, path)
     return path
 
@@ -49,7 +62,9 @@ def load(path) -> dict:
     if not path.is_file():
         raise BadInput("no such checkpoint", path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns before refusing; our one-line error says it all
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as error:
         raise BadInput(f"not a readable checkpoint ({' '.join(str(error).split())[:200]})", path) from None
     if not isinstance(checkpoint, dict):
@@ -88,12 +103,13 @@ def locate(run_or_checkpoint) -> tuple:
     return path, run
 
 
-def load_model(run_or_checkpoint, expected_model: str | None = None, reference_config=None):
+def load_model(run_or_checkpoint, expected_model: str | None = None, reference_preset: str | None = None):
     """Build the model a checkpoint describes and load its weights.
 
     Returns (model, checkpoint dict, run folder or None). ``expected_model`` rejects a
-    checkpoint of another model; ``reference_config`` (model name, config) is needed for a
-    reference ``model.pt``, which does not describe itself.
+    checkpoint of another model; ``reference_preset`` (a preset like ``srt/msn``, or
+    ``MODEL:FILE.yaml``) is needed for a reference ``model.pt``, which does not describe
+    itself.
     """
     from .models import build_model
     from .models.reference import from_reference
@@ -101,9 +117,9 @@ def load_model(run_or_checkpoint, expected_model: str | None = None, reference_c
     path, run = locate(run_or_checkpoint)
     checkpoint = load(path)
     if is_reference(checkpoint):
-        if reference_config is None:
+        if reference_preset is None:
             raise BadInput("a reference model.pt does not say which model it is: pass --config", path)
-        checkpoint = from_reference(checkpoint, *reference_config)
+        checkpoint = from_reference(checkpoint, *reference_config(reference_preset))
     name = checkpoint["model_name"]
     if expected_model and name != expected_model:
         raise BadInput(f"checkpoint of model {name!r}, expected {expected_model!r}", path)
@@ -113,6 +129,17 @@ def load_model(run_or_checkpoint, expected_model: str | None = None, reference_c
     except RuntimeError as error:
         raise BadInput(f"weights do not fit model {name!r} ({' '.join(str(error).split())[:300]})", path) from None
     return model, checkpoint, run
+
+
+def reference_config(preset: str) -> tuple:
+    """(model name, resolved config) of ``--config`` for a reference checkpoint: a shipped
+    preset (``srt/msn``: the model is its folder) or ``MODEL:FILE.yaml``."""
+    from . import config as configs
+
+    model, sep, name = preset.partition(":")
+    if not sep:
+        model, name = preset.split("/")[0], preset
+    return model, configs.resolve(model, name)
 
 
 def export(source, destination) -> Path:

@@ -7,6 +7,8 @@ rays per scene, input stride) and ``training``. Shipped presets live in
 from __future__ import annotations
 
 import copy
+import difflib
+import re
 from pathlib import Path
 
 import yaml
@@ -38,9 +40,34 @@ DEFAULTS = {
         "num_workers": 4,
         "seed": 0,
         "precision": "fp32",
-        "grad_clip": None,
+        "grad_clip": None,  # clip the gradient norm to this
+        "skip_grad_norm_above": None,  # skip steps whose gradient norm exceeds this (ObSuRF: 200) ...
+        "skip_grad_after": 0,  # ... from this step on (ObSuRF: 10,000)
+        "max_bad_steps": 10,  # this many skipped steps in a row (non-finite or too large) stop the run
     },
 }
+
+
+#: Keys a config may hold beyond ``DEFAULTS``, with their types (``None`` allowed for all).
+EXTRA_KEYS = {"data": {"num_inputs": int, "inputs": str, "targets": str}}
+SECTIONS = ("model", "data", "training", "run")
+
+
+class Loader(yaml.SafeLoader):
+    """YAML's safe loader, reading numbers in every common notation as numbers: YAML 1.1
+    reads ``1e-4`` (no dot) as a string, which nobody writing a learning rate means."""
+
+
+Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def parse_value(text: str):
+    """A YAML scalar or collection, as in a config file."""
+    return yaml.load(text, Loader=Loader)
 
 
 def preset_names() -> list:
@@ -59,7 +86,7 @@ def find_preset(model: str, name: str) -> Path:
 def load_yaml(path) -> dict:
     try:
         with open(path) as f:
-            data = yaml.safe_load(f) or {}
+            data = yaml.load(f, Loader=Loader) or {}
     except (OSError, yaml.YAMLError) as error:
         raise BadInput(f"unreadable YAML ({' '.join(str(error).split())})", path) from None
     if not isinstance(data, dict):
@@ -74,11 +101,47 @@ def resolve(model: str, preset: str, overrides=()) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise BadInput(f"--set {item!r}: expected key.path=value")
-        set_path(config, key, yaml.safe_load(value))
+        set_path(config, key, parse_value(value))
     for section in ("model", "data", "training"):
         if not isinstance(config.get(section), dict):
             raise BadInput(f"config {preset!r} has no {section!r} section")
+    validate(config)
     return config
+
+
+def validate(config: dict) -> None:
+    """Check the data and training sections against the known keys and their types (the
+    model section is checked by the model's constructor): a misspelt key or a string where a
+    number belongs is a BadInput naming the key, with the closest known one."""
+    for section in config:
+        if section not in SECTIONS:
+            raise BadInput(f"unknown config section {section!r}{_suggest(section, SECTIONS)}")
+    for section in ("data", "training"):
+        known = {k: type(v) for k, v in DEFAULTS[section].items() if v is not None}
+        known.update(EXTRA_KEYS.get(section, {}))
+        optional = {k for k, v in DEFAULTS[section].items() if v is None}
+        for key, value in config[section].items():
+            name = f"{section}.{key}"
+            if key not in known and key not in optional:
+                raise BadInput(f"unknown config key {name!r}{_suggest(key, list(known) + list(optional), section)}")
+            expected = float if key in optional else known[key]
+            if value is None or (expected is float and _is_number(value)) or (expected is int and _is_int(value)):
+                continue
+            if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+                raise BadInput(f"config key {name!r} must be {expected.__name__}, got {value!r}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _suggest(key: str, known, section: str = "") -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {section + '.' if section else ''}{close[0]}?)" if close else ""
 
 
 def merge(base: dict, update: dict) -> dict:

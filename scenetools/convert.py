@@ -6,11 +6,16 @@ the writer, and each scene is written as soon as it arrives.
 from __future__ import annotations
 
 import collections
+import contextlib
+import ctypes
 import functools
 import hashlib
 import json
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -112,7 +117,8 @@ def _map_bounded(function, batches, workers):
         yield from map(function, batches)
         return
     context = multiprocessing.get_context("spawn")  # no fork: torch and h5py state stay private
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                             initargs=(os.getpid(),)) as pool:
         pending = collections.deque()
         for batch in batches:
             pending.append(pool.submit(function, batch))
@@ -122,12 +128,35 @@ def _map_bounded(function, batches, workers):
             yield pending.popleft().result()
 
 
-def _worker_init():
+def _worker_init(parent: int):
     """Worker processes are the parallelism: numeric libraries get one thread each. Stop
-    signals are the main process's to handle."""
+    signals are the main process's to handle, and workers end with it."""
     ignore_stop_signals()
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = "1"
+    die_with_parent(parent)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int, every: float = 0.5) -> None:
+    """End this process as soon as process ``parent`` ends, even by kill -9.
+
+    A worker outlives a killed parent otherwise: it waits forever on the task pipe, which it
+    holds open itself, and it ignores SIGTERM. Linux sends SIGKILL at the parent's death;
+    elsewhere (and if the parent died before that was set up) a thread notices that this
+    process was handed to another parent within ``every`` seconds.
+    """
+    with contextlib.suppress(AttributeError, OSError):  # not Linux
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    threading.Thread(target=_watch_parent, args=(parent, every), daemon=True).start()
+
+
+def _watch_parent(parent: int, every: float) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _conversion_key(info, codec, refs) -> str:

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from . import cameras
+from .errors import BadInput
 from .scenefile import SceneFile
 
 
@@ -65,7 +66,8 @@ class SceneDataset(Dataset):
     * when the file has them: ``input_instance`` [I, H, W] and ``target_instance`` [R]
       (int64, 0 = background), ``target_depth`` [R] (distance along the ray),
       ``target_semantic`` [R];
-    * ``scene_index`` (int64, row in the scene file).
+    * ``scene_index`` (int64, row in the scene file), ``render_range`` [2] (the scene's near
+      and far distance, see :func:`render_range`).
 
     ``num_rays=None`` gives full target images instead: R = T * H * W pixels of the T
     target views in view order, and ``target_views`` [T] says which views they are.
@@ -92,12 +94,34 @@ class SceneDataset(Dataset):
         else:
             self.items = [(s, -1) for s in self.scene_indices]
         self.label_fields = [f for f in ("instance", "semantic", "depth") if f in self.scenes.fields]
+        self.file_render_range = render_range(self.scenes)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def scene_render_range(self, scene: int) -> np.ndarray:
+        """(near, far) of one scene: its own where the file has one, else the file's."""
+        own = self.scenes.near_far[scene] if self.scenes.near_far is not None else None
+        return own if own is not None and np.isfinite(own).all() else self.file_render_range
+
+    def read(self, scene: int, views: np.ndarray, fields) -> dict:
+        """``read_views`` with every failure named by file, scene and view, and cameras checked
+        (a NaN camera would otherwise train on NaN rays)."""
+        where = f"scene {scene} ({self.scenes.names[scene]}), views {views.tolist()}"
+        try:
+            data = self.scenes.read_views(scene, views, fields)
+        except BadInput:
+            raise
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise BadInput(f"{where}: cannot read ({' '.join(str(error).split())})", self.scenes.path) from None
+        finite = np.isfinite(data["camera_to_world"]).all(axis=(1, 2)) & np.isfinite(data["intrinsics"]).all(axis=(1, 2))
+        if not finite.all():
+            raise BadInput(f"scene {scene} ({self.scenes.names[scene]}): non-finite camera (NaN or inf) in view "
+                           f"{int(views[~finite][0])}", self.scenes.path)
+        return data
 
     def choose_views(self, index: int, rng: np.random.Generator):
         """(scene, input views, target views) of item ``index``."""
@@ -121,7 +145,7 @@ class SceneDataset(Dataset):
         scene, inputs, targets = self.choose_views(index, rng)
         fields = ("rgb", "camera_to_world", "intrinsics") + tuple(self.label_fields)
         views = np.union1d(inputs, targets)
-        data = self.scenes.read_views(scene, views, fields)
+        data = self.read(scene, views, fields)
         row = {v: i for i, v in enumerate(views)}
         inp, tgt = [row[v] for v in inputs], [row[v] for v in targets]
         H, W = self.scenes.height, self.scenes.width
@@ -137,6 +161,7 @@ class SceneDataset(Dataset):
             "input_intrinsics": _f32(stride_intrinsics(data["intrinsics"][inp], s)),
             "input_views": torch.from_numpy(inputs),
             "scene_index": torch.tensor(int(scene)),
+            "render_range": _f32(self.scene_render_range(scene)),
         }
         if "instance" in data:
             item["input_instance"] = torch.from_numpy(data["instance"][inp][keep].astype(np.int64))
@@ -163,6 +188,37 @@ class SceneDataset(Dataset):
             values = data[name][view, i, j]
             item[f"target_{name}"] = _f32(values) if name == "depth" else torch.from_numpy(values.astype(np.int64))
         return item
+
+
+def view_selection(data_config: dict) -> ViewSelection:
+    """The config's protocol, with num_inputs/inputs/targets overriding it."""
+    protocol = data_config.get("protocol", "msn")
+    if protocol not in PROTOCOLS:
+        raise BadInput(f"unknown data protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
+    base = PROTOCOLS[protocol]
+    return ViewSelection(data_config.get("num_inputs", base.num_inputs), data_config.get("inputs", base.inputs),
+                         data_config.get("targets", base.targets))
+
+
+def make_dataset(scenes: SceneFile, split: str, data_config: dict, seed: int, num_rays="config") -> "SceneDataset":
+    """The dataset a run config's ``data`` section describes (``num_rays=None``: full images)."""
+    try:
+        return SceneDataset(scenes, split, view_selection(data_config),
+                            data_config["num_rays"] if num_rays == "config" else num_rays, seed=seed,
+                            input_stride=data_config.get("input_stride", 1))
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+
+
+def render_range(scenes: SceneFile) -> np.ndarray:
+    """The file's (near, far) render range. Files without one (own captures) get 0 to twice
+    the largest distance of a camera from the cameras' centroid, which bounds the content of
+    any capture whose cameras surround it."""
+    if scenes.render_range is not None:
+        return np.asarray(scenes.render_range, np.float64)
+    positions = np.concatenate([scenes.read_views(s, fields=("camera_to_world",))["camera_to_world"][:, :3, 3]
+                                for s in range(scenes.num_scenes)])
+    return np.array([0.0, 2 * np.linalg.norm(positions - positions.mean(0), axis=1).max() + 1e-3])
 
 
 def stride_intrinsics(K: np.ndarray, stride: int) -> np.ndarray:

@@ -6,12 +6,15 @@ behave the same; several nodes work through torchrun's rendezvous options.
 """
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from .device import pick as pick_device
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,7 @@ def setup(device: str | None = None) -> Process:
 
     NCCL on CUDA, gloo on CPU; each process uses the GPU of its local rank.
     """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = pick_device(device).type
     if not under_launcher() or int(os.environ["WORLD_SIZE"]) == 1:
         return Process(device=torch.device(device))
     rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
@@ -60,11 +62,23 @@ def launch(num_processes: int, function, *args):
     """Run ``function(*args)`` in ``num_processes`` local workers with the torchrun
     environment set, as torchrun does; returns {rank: result}. ``function`` must be picklable
     (a module-level function)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed")]:
+        logging.getLogger(name).setLevel(logging.ERROR)  # its shutdown warnings are not ours to show
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=num_processes, run_id=uuid.uuid4().hex,
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=1)
-    return elastic_launch(config, function)(*args)
+    try:
+        return elastic_launch(config, function)(*args)
+    except SignalException:  # SIGTERM/SIGINT to this launcher: the workers saved and stopped
+        raise SystemExit(130) from None
+    except ChildFailedError as error:
+        codes = {failure.exitcode for failure in error.failures.values()}
+        if codes <= {130, -2, -15}:  # the workers stopped on a signal, after saving
+            raise SystemExit(130) from None
+        raise
 
 
 def all_reduce_any(flag: bool, process: Process) -> bool:

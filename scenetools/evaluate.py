@@ -5,10 +5,16 @@ comparable with the references: NMR and CLEVR3D evaluate every (scene, input vie
 one set of input views per scene. Every target pixel is rendered, in chunks.
 
 Per item it computes PSNR (over all target pixels, and over object pixels, instance id != 0,
-when the data has instance ids), SSIM per target view, ARI and FG-ARI when the model predicts
-a segmentation and the data has instance ids, and two baselines on the same pixels: the mean
-colour of the input views, and, for synthetic data, the background-only render of the same
-cameras (ground and sky without the objects).
+when the data has instance ids), SSIM per target view, and two baselines on the same pixels:
+the mean colour of the input views, and, for synthetic data, the background-only render of
+the same cameras (ground and sky without the objects). Models that segment, on data with
+instance ids, get ARI and FG-ARI over the target views, on a render of the first input view
+as the ObSuRF reference scores it (``_input``), and, for models that segment 3D points, at
+the ground-truth surface points (``_3d``: the slot with the highest density there). Models
+that predict depth get its mean absolute error against the data's depth (``depth_mae``).
+
+The model sees only the input views (``models.base.encoder_inputs``): never the target
+pixels, depths or labels it is scored on.
 """
 from __future__ import annotations
 
@@ -19,42 +25,48 @@ import math
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import torch
+from PIL import Image
 
-from .atomic import atomic_output
+from .atomic import atomic_output, safe_name
+from . import cameras, sources
+from .data import make_dataset
 from .metrics import adjusted_rand_index, lpips_model, masked_mse, mean_std, psnr_from_mse, ssim
+from .models.base import encode_for_inference, encoder_inputs, near_far
 from .progress import progress
 from .render import render_rays, to_uint8
 from .scenefile import SceneFile
-from .train import autocast, make_dataset, to_device
+from .visualize import colorize_labels, grid, turbo, upscale
+from .device import autocast, to_device
 
 
-def background_renderer(scenes: SceneFile):
-    """The synthetic generator's background-only render, if ``scenes`` is a synthetic file
-    of this generator version; else None."""
-    if scenes.source != "synthetic":
-        return None
-    from .sources import synthetic
-
-    if scenes.source_info.get("generator_version") != synthetic.GENERATOR_VERSION:
-        return None
-    return synthetic.background
-
-
-def evaluation_items(dataset, max_scenes: int | None) -> list:
-    """Item indices of the first ``max_scenes`` scenes of the split (all their items)."""
+def evaluation_items(dataset, max_scenes: int | None, per_scene: int | None = None) -> list:
+    """Item indices of the first ``max_scenes`` scenes of the split: all their items (the
+    references' protocol: every input view in turn for NMR and CLEVR3D), or the first
+    ``per_scene`` of each."""
     scenes = list(dict.fromkeys(scene for scene, _ in dataset.items))[:max_scenes]
-    keep = set(scenes)
-    return [i for i, (scene, _) in enumerate(dataset.items) if scene in keep]
+    taken = dict.fromkeys(scenes, 0)
+    items = []
+    for i, (scene, _) in enumerate(dataset.items):
+        if scene in taken and (per_scene is None or taken[scene] < per_scene):
+            taken[scene] += 1
+            items.append(i)
+    return items
 
 
-@torch.no_grad()
+#: What evaluation asks a model to render (those it predicts): the outputs it scores.
+SCORED_OUTPUTS = ("depth", "segmentation")
+
+
 def evaluate(model, scenes: SceneFile, split: str, data_config: dict, device, max_scenes=None,
-             chunk: int = 8192, precision: str = "fp32", images_dir=None) -> tuple:
-    """Score ``model`` on ``split``; returns (summary {metric: (mean, std)}, per-item rows)."""
+             chunk: int = 8192, precision: str = "fp32", images_dir=None, segmentation_size: int | None = 64,
+             items_per_scene: int | None = None) -> tuple:
+    """Score ``model`` on ``split``; returns (summary {metric: (mean, std)}, per-item rows).
+    ``segmentation_size``: side of the grid the input-view ARI is scored on (None: every pixel)."""
     dataset = make_dataset(scenes, split, data_config, seed=0, num_rays=None)
-    items = evaluation_items(dataset, max_scenes)
-    background = background_renderer(scenes)
+    items = evaluation_items(dataset, max_scenes, items_per_scene)
+    renderers = sources.baselines(scenes)
     lpips = lpips_model(device)
     context = autocast(device, precision)
     model.eval()
@@ -63,9 +75,14 @@ def evaluate(model, scenes: SceneFile, split: str, data_config: dict, device, ma
         item = dataset[index]
         batch = to_device({k: v[None] for k, v in item.items()}, device)
         with context:
-            scene = model.encode(**batch)
-        output = render_rays(model, scene, batch["target_camera_pos"], batch["target_rays"], chunk, context)
-        row = score_item(item, output, scenes, background, lpips, device)
+            scene = encode_for_inference(model, encoder_inputs(batch))
+        output = render_rays(model, scene, batch["target_camera_pos"], batch["target_rays"], *near_far(batch), chunk,
+                             context, outputs=SCORED_OUTPUTS)
+        row = score_item(item, output, scenes, renderers, lpips, device)
+        if "segmentation" in output and "instance" in scenes.fields:
+            row.update(input_view_segmentation(model, scene, item, scenes, device, segmentation_size, chunk))
+        if hasattr(model, "point_segmentation") and {"depth", "instance"} <= set(scenes.fields):
+            row.update(surface_segmentation(model, scene, batch))
         rows.append(row)
         if images_dir is not None:
             save_images(images_dir, row["scene"], item, output, scenes)
@@ -74,8 +91,8 @@ def evaluate(model, scenes: SceneFile, split: str, data_config: dict, device, ma
     return summary, rows
 
 
-def score_item(item: dict, output: dict, scenes: SceneFile, background, lpips, device) -> dict:
-    """Every metric of one item, from its full target images and the model's output."""
+def score_item(item: dict, output: dict, scenes: SceneFile, renderers: dict, lpips, device) -> dict:
+    """Every image metric of one item, from its full target images and the model's output."""
     H, W = scenes.height, scenes.width
     views = item["target_views"].numpy()
     target = item["target_pixels"]
@@ -91,18 +108,83 @@ def score_item(item: dict, output: dict, scenes: SceneFile, background, lpips, d
         to_lpips = lambda x: images(x).permute(0, 3, 1, 2).to(device) * 2 - 1  # noqa: E731
         row["lpips"] = float(lpips(to_lpips(pred), to_lpips(target)).mean())
     if "segmentation" in output and objects is not None:
-        predicted = output["segmentation"][0].argmax(-1)
-        truth = item["target_instance"]
-        row["ari"] = float(adjusted_rand_index(truth[None], predicted[None])[0])
-        row["fg_ari"] = float(adjusted_rand_index(truth[None], predicted[None], ignore_background=True)[0])
+        segmentation = output["segmentation"][0]
+        row.update(ari_scores("", item["target_instance"], segmentation.argmax(-1), segmentation.shape[-1]))
+    if "depth" in output and "target_depth" in item:
+        row.update(depth_error(output["depth"][0], item["target_depth"], item["render_range"]))
     mean_colour = item["input_images"].mean(dim=(0, 2, 3)).expand_as(target)
     row.update(_psnrs("baseline_mean_colour_", mean_colour, target, objects))
-    if background is not None:
+    for name, render in renderers.items():  # what the data's source can render without the objects
         data = scenes.read_views(scene_index, views, ("camera_to_world", "intrinsics"))
-        rgb = background(data["camera_to_world"], data["intrinsics"], H, W)
-        row.update(_psnrs("baseline_background_", torch.from_numpy(rgb).reshape(-1, 3).float() / 255, target,
-                          objects))
+        rgb = render(data["camera_to_world"], data["intrinsics"], H, W)
+        row.update(_psnrs(f"baseline_{name}_", torch.from_numpy(rgb).reshape(-1, 3).float() / 255, target, objects))
     return row
+
+
+def ari_scores(suffix: str, truth: torch.Tensor, predicted: torch.Tensor, num_slots: int) -> dict:
+    """ARI and FG-ARI of one labelling (flat true ids and predicted slots), and the same for
+    a uniformly random assignment of the same pixels to ``num_slots`` slots (the baseline)."""
+    truth, predicted = truth.reshape(1, -1), predicted.reshape(1, -1)
+    generator = torch.Generator().manual_seed(0)
+    random = torch.randint(num_slots, truth.shape, generator=generator)
+    out = {}
+    for prefix, labels in (("", predicted), ("baseline_random_", random)):
+        out[f"{prefix}ari{suffix}"] = float(adjusted_rand_index(truth, labels)[0])
+        out[f"{prefix}fg_ari{suffix}"] = float(adjusted_rand_index(truth, labels, ignore_background=True)[0])
+    return out
+
+
+def segmentation_grid(height: int, width: int, size: int | None):
+    """(rows, columns) of the pixels the input-view ARI is scored on: with ``size``, a centred
+    square crop of side ``size * stride`` taken every ``stride`` pixels (stride = the largest
+    that fits; the ObSuRF reference's 64 x 64 grid on 240 x 320 CLEVR images is such a grid),
+    else every pixel."""
+    if size is None or min(height, width) <= size:
+        return np.arange(height), np.arange(width)
+    stride = min(height, width) // size
+    top, left = (height - size * stride) // 2, (width - size * stride) // 2
+    return top + stride * np.arange(size), left + stride * np.arange(size)
+
+
+def input_view_segmentation(model, scene: dict, item: dict, scenes: SceneFile, device, size, chunk) -> dict:
+    """ARI and FG-ARI of a render of the first input view, at full resolution or on the
+    ``size`` grid, against its instance ids (ObSuRF's 2D ARI)."""
+    scene_index, view = int(item["scene_index"]), int(item["input_views"][0])
+    data = scenes.read_views(scene_index, [view], ("camera_to_world", "intrinsics", "instance"))
+    rows, columns = segmentation_grid(scenes.height, scenes.width, size)
+    uv = np.stack(np.meshgrid(columns + 0.5, rows + 0.5), -1).reshape(-1, 2)
+    rays = torch.as_tensor(cameras.rays_through(data["intrinsics"][0], data["camera_to_world"][0], uv),
+                           dtype=torch.float32)
+    pos = torch.as_tensor(data["camera_to_world"][0, :3, 3], dtype=torch.float32).expand_as(rays)
+    near, far = (item["render_range"][i:i + 1].to(device) for i in (0, 1))
+    out = render_rays(model, scene, pos[None].to(device), rays[None].to(device), near, far, chunk,
+                      outputs=("segmentation",))
+    truth = torch.from_numpy(data["instance"][0][np.ix_(rows, columns)].astype(np.int64))
+    return ari_scores("_input", truth, out["segmentation"][0].argmax(-1), out["segmentation"].shape[-1])
+
+
+@torch.no_grad()
+def surface_segmentation(model, scene: dict, batch: dict) -> dict:
+    """3D ARI and FG-ARI at the ground-truth surface points of the target pixels: each point
+    goes to the slot with the highest density there. Pixels without a surface (sky) are left
+    out."""
+    depth = batch["target_depth"][0]
+    hit = torch.isfinite(depth) & (depth > 0)
+    points = batch["target_camera_pos"][0][hit] + depth[hit, None] * batch["target_rays"][0][hit]
+    weights = [model.point_segmentation(scene, part[None])[0].float().cpu() for part in points.split(8192)]
+    if not weights:
+        return {}
+    weights = torch.cat(weights)
+    return ari_scores("_3d", batch["target_instance"][0][hit].cpu(), weights.argmax(-1), weights.shape[-1])
+
+
+def depth_error(predicted: torch.Tensor, truth: torch.Tensor, render_range: torch.Tensor) -> dict:
+    """Mean absolute depth error over pixels whose true depth is known and inside the render
+    range (sky and unknown depth are left out)."""
+    known = torch.isfinite(truth) & (truth > 0) & (truth <= render_range[1])
+    if not known.any():
+        return {}
+    return {"depth_mae": float((predicted[known] - truth[known]).abs().mean())}
 
 
 def _psnrs(prefix: str, pred, target, objects) -> dict:
@@ -113,17 +195,35 @@ def _psnrs(prefix: str, pred, target, objects) -> dict:
 
 
 def save_images(folder, name: str, item: dict, output: dict, scenes: SceneFile) -> None:
-    """prediction / ground truth / |error| PNGs of each target view: DIR/<scene>/<view>_*.png."""
+    """One labelled sheet per item, ``DIR/<scene>_in<views>.png``: the input views in the
+    first row, then a row per target view: prediction, ground truth, error heat map (the
+    per-pixel colour distance, black = exact, turbo up to 0.5) and, for models that segment,
+    the predicted and true segmentations."""
     H, W = scenes.height, scenes.width
     views = item["target_views"].tolist()
-    pred = output["rgb"][0].reshape(len(views), H, W, 3)
+    pred = output["rgb"][0].reshape(len(views), H, W, 3).clamp(0, 1)
     truth = item["target_pixels"].reshape(len(views), H, W, 3)
-    scene_dir = Path(folder) / name.replace("/", "_")
-    scene_dir.mkdir(parents=True, exist_ok=True)
-    inputs = "-".join(map(str, item["input_views"].tolist()))
-    for v, p, t in zip(views, pred, truth):
-        for kind, image in (("pred", p), ("gt", t), ("error", (p.clamp(0, 1) - t).abs())):
-            iio.imwrite(scene_dir / f"in{inputs}_view{v}_{kind}.png", to_uint8(image))
+    error = ((pred - truth) ** 2).sum(-1).sqrt().numpy()
+    rows = []
+    for k in range(len(views)):
+        row = [to_uint8(pred[k]), to_uint8(truth[k]), np.where(error[k, ..., None] > 0, turbo(error[k] / 0.5), 0)]
+        if "segmentation" in output:
+            slots = output["segmentation"].shape[-1]
+            predicted = output["segmentation"][0].argmax(-1).reshape(len(views), H, W).numpy()
+            row.append(colorize_labels(predicted[k] + 1, slots + 1))
+            if "target_instance" in item:
+                row.append(colorize_labels(item["target_instance"].reshape(len(views), H, W)[k].numpy()))
+        rows.append(row)
+    titles = ["prediction", "ground truth", "error", "segmentation", "true instances"][:len(rows[0])]
+    inputs = [to_uint8(image.permute(1, 2, 0)) for image in item["input_images"]]
+    inputs = [np.asarray(Image.fromarray(image).resize((W, H), Image.NEAREST)) for image in inputs]
+    cell = max(96, H)
+    picture = grid([[upscale(i, cell) for i in row] for row in [inputs] + rows], column_titles=titles,
+                   labels=["inputs"] + [f"view {v}" for v in views], label_width=56)
+    in_views = "-".join(map(str, item["input_views"].tolist()))
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with atomic_output(Path(folder) / f"{safe_name(name)}_in{in_views}.png") as tmp:
+        iio.imwrite(tmp, picture)
 
 
 def report(summary: dict, rows: list, *, checkpoint, step, model_name, data, split, run_name, targets) -> dict:
@@ -170,7 +270,14 @@ def summary_table(metrics: dict) -> str:
                 label = name.replace("baseline_", "").rstrip("_").replace("_", " ")
                 parts.append(f"{label} {r[name + key]:.2f} ({r[key] - r[name + key]:+.2f})")
         lines.append(f"  PSNR {what:<14} " + ", ".join(parts))
-    for key in ("ssim", "lpips", "ari", "fg_ari"):
+    for key in ("ssim", "lpips", "depth_mae"):
         if r.get(key) is not None:
             lines.append(f"  {key.upper():<19} {r[key]:.4f} ± {r[key + '_std']:.4f}")
+    for suffix, where in (("", "target views"), ("_input", "input view"), ("_3d", "3D surface points")):
+        for key in ("ari", "fg_ari"):
+            value, random = r.get(key + suffix), r.get(f"baseline_random_{key}{suffix}")
+            if value is not None:
+                label = f"{key.upper().replace('_', '-')} {where}"
+                lines.append(f"  {label:<28} {value:.4f} ± {r[key + suffix + '_std']:.4f}"
+                             + (f"  (random slots {random:.4f})" if random is not None else ""))
     return "\n".join(lines)

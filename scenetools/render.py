@@ -7,39 +7,41 @@ import numpy as np
 import torch
 
 from . import cameras
+from .models.base import encode_for_inference, encoder_inputs
 
 
 @torch.no_grad()
-def render_rays(model, scene: dict, camera_pos: torch.Tensor, rays: torch.Tensor, chunk: int = 8192,
-                autocast=None) -> dict:
-    """Decode world-frame rays [B, R, 3] (camera_pos [B, R, 3]) in chunks of ``chunk`` rays
-    per scene: {"rgb": [B, R, 3], ...every other output of the model...} on the CPU."""
-    outputs = {}
+def render_rays(model, scene: dict, camera_pos: torch.Tensor, rays: torch.Tensor, near: torch.Tensor,
+                far: torch.Tensor, chunk: int = 8192, autocast=None, outputs=None) -> dict:
+    """Render world-frame rays [B, R, 3] (camera_pos [B, R, 3], near/far [B]) in chunks of
+    ``chunk`` rays per scene: {"rgb": [B, R, 3], ...the ``outputs`` asked for (None: all
+    the model has)...} on the CPU."""
+    parts = {}
     for start in range(0, rays.shape[1], chunk):
         piece = slice(start, start + chunk)
         with autocast if autocast is not None else contextlib.nullcontext():
-            out = model.decode(scene, camera_pos[:, piece], rays[:, piece])
+            out = model.render(scene, camera_pos[:, piece], rays[:, piece], near, far, outputs=outputs)
         for key, value in out.items():
-            outputs.setdefault(key, []).append(value.float().cpu())
-    return {key: torch.cat(parts, 1) for key, parts in outputs.items()}
+            parts.setdefault(key, []).append(value.float().cpu())
+    return {key: torch.cat(values, 1) for key, values in parts.items()}
 
 
-@torch.no_grad()
 def render_cameras(model, scene: dict, c2w: np.ndarray, K: np.ndarray, height: int, width: int,
-                   device, chunk: int = 8192) -> dict:
-    """Render whole images of one scene (batch of 1) from cameras c2w [V, 4, 4], K [V, 3, 3]:
-    {"rgb": [V, H, W, 3], ...} as float tensors on the CPU."""
+                   render_range, device, chunk: int = 8192, outputs=None) -> dict:
+    """Render whole images of one scene (batch of 1) from cameras c2w [V, 4, 4], K [V, 3, 3]
+    with its ``render_range`` (near, far): {"rgb": [V, H, W, 3], ...} as float CPU tensors."""
     V = len(c2w)
     rays = torch.as_tensor(cameras.ray_directions(K, c2w, height, width), dtype=torch.float32)
     pos = torch.as_tensor(np.asarray(c2w)[:, :3, 3], dtype=torch.float32)[:, None, None].expand(V, height, width, 3)
-    out = render_rays(model, scene, pos.reshape(1, -1, 3).to(device), rays.reshape(1, -1, 3).to(device), chunk)
+    near, far = (torch.tensor([float(x)], device=device) for x in render_range)
+    out = render_rays(model, scene, pos.reshape(1, -1, 3).to(device), rays.reshape(1, -1, 3).to(device), near, far,
+                      chunk, outputs=outputs)
     return {key: value.reshape((V, height, width) + value.shape[2:]) for key, value in out.items()}
 
 
 ORBIT_DEGREES = (0, 60, 120, 180, 240, 300)
 
 
-@torch.no_grad()
 def orbit_grid(model, dataset, device, out_path, num_scenes: int = 4) -> np.ndarray:
     """The training visualisation: per validation scene, its input views, then renders from
     the first input camera turned about the scene's up axis by 0, 60, ..., 300 degrees
@@ -54,8 +56,7 @@ def orbit_grid(model, dataset, device, out_path, num_scenes: int = 4) -> np.ndar
     rows = []
     for index in range(min(num_scenes, len(dataset))):
         item = dataset[index]
-        batch = {k: v[None].to(device) for k, v in item.items()}
-        scene = model.encode(**batch)
+        scene = encode_for_inference(model, {k: v[None].to(device) for k, v in encoder_inputs(item).items()})
         c2w0 = item["input_camera_to_world"][0].double().numpy()
         K = item["input_intrinsics"][0].double().numpy()
         H, W = item["input_images"].shape[-2:]
@@ -63,7 +64,8 @@ def orbit_grid(model, dataset, device, out_path, num_scenes: int = 4) -> np.ndar
         center = cameras.look_at_center(all_c2w)
         up = cameras.up_direction(all_c2w, dataset.scenes.world_up)
         views = np.stack([cameras.orbit(c2w0, center, up, np.radians(a)) for a in ORBIT_DEGREES])
-        out = render_cameras(model, scene, views, np.broadcast_to(K, (len(views), 3, 3)), H, W, device)
+        out = render_cameras(model, scene, views, np.broadcast_to(K, (len(views), 3, 3)), H, W,
+                             item["render_range"].tolist(), device, outputs=("segmentation",))
         inputs = [to_uint8(image.permute(1, 2, 0)) for image in item["input_images"]]
         row = inputs + [to_uint8(image) for image in out["rgb"]]
         if "segmentation" in out:
@@ -87,7 +89,8 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 def output_images(out: dict, index: int) -> dict:
     """uint8 pictures of one rendered view from render_cameras' output: rgb, segmentation
-    (argmax slot, one colour per slot) and depth (turbo, near = red) when present."""
+    (argmax slot, one colour per slot), depth (turbo, near = red) and slots (each slot's own
+    render, in a grid) when the model predicts them."""
     from .visualize import colorize_depth, colorize_labels
 
     pictures = {"rgb": to_uint8(out["rgb"][index])}
@@ -96,14 +99,25 @@ def output_images(out: dict, index: int) -> dict:
         pictures["segmentation"] = colorize_labels(out["segmentation"][index].argmax(-1).numpy() + 1, slots + 1)
     if "depth" in out:
         pictures["depth"] = colorize_depth(out["depth"][index].numpy())
+    if "slot_rgb" in out:
+        pictures["slots"] = slot_grid([to_uint8(image) for image in out["slot_rgb"][index].unbind(-2)])
     return pictures
 
 
-@torch.no_grad()
-def render_path(model, scene: dict, path: list, height: int, width: int, device, chunk: int = 8192):
+def slot_grid(images: list) -> np.ndarray:
+    """Per-slot pictures [H, W, 3] in a grid of two rows (one for up to three slots)."""
+    rows = 1 if len(images) <= 3 else 2
+    columns = -(-len(images) // rows)
+    images = images + [np.zeros_like(images[0])] * (rows * columns - len(images))
+    return np.concatenate([np.concatenate(images[r * columns:(r + 1) * columns], 1) for r in range(rows)], 0)
+
+
+def render_path(model, scene: dict, path: list, height: int, width: int, render_range, device, chunk: int = 8192,
+                outputs=None):
     """Yield the uint8 pictures (see :func:`output_images`) of each camera of ``path``
-    [(c2w, K)], one frame at a time."""
+    [(c2w, K)], one frame at a time, with the model ``outputs`` asked for (None: all)."""
     model.eval()
     for c2w, K in path:
-        out = render_cameras(model, scene, np.asarray(c2w)[None], np.asarray(K)[None], height, width, device, chunk)
+        out = render_cameras(model, scene, np.asarray(c2w)[None], np.asarray(K)[None], height, width, render_range,
+                             device, chunk, outputs)
         yield output_images(out, 0)

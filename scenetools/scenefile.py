@@ -3,6 +3,7 @@ validates before it writes, a reader that is safe across DataLoader forks, and a
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -14,8 +15,9 @@ import numpy as np
 from PIL import Image
 
 from . import cameras
-from .atomic import partial_path, remove
-from .errors import BadInput
+from .atomic import GuardedFile, partial_path, remove
+from .errors import BadInput, write_failure
+from .progress import note, progress
 
 FORMAT = "scenetools.scene"
 FORMAT_VERSION = 1
@@ -80,15 +82,20 @@ def validate_scene(scene: Scene, height: int, width: int, fields: dict) -> None:
         raise ValueError(f"near_far {scene.near_far} is not 0 <= near < far")
 
 
-def check_cameras(c2w: np.ndarray, K: np.ndarray | None = None) -> None:
-    """Raise ValueError if a pose is not a finite rigid transform or K is not a pinhole."""
+def check_cameras(c2w: np.ndarray, K: np.ndarray | None = None, views=None) -> None:
+    """Raise ValueError if a pose is not a finite rigid transform or K is not a pinhole.
+
+    ``views`` numbers the cameras in the message (default 0, 1, ...).
+    """
+    views = np.arange(len(c2w)) if views is None else np.asarray(views)
     finite = np.isfinite(c2w).all((-1, -2)) & (True if K is None else np.isfinite(K).all((-1, -2)))
     if not finite.all():
-        raise ValueError(f"non-finite camera (NaN or inf) in view {np.flatnonzero(~finite)[0]}")
+        raise ValueError(f"non-finite camera (NaN or inf) in view {views[np.flatnonzero(~finite)[0]]}")
     error = cameras.rigid_transform_error(c2w)
     if (error > RIGID_TOLERANCE).any():
-        view = int(np.argmax(error))
-        raise ValueError(f"camera_to_world of view {view} is not a rigid transform (rotation not orthonormal, error {error[view]:.3g})")
+        bad = int(np.argmax(error))
+        raise ValueError(f"camera_to_world of view {views[bad]} is not a rigid transform "
+                         f"(rotation not orthonormal, error {error[bad]:.3g})")
     if K is not None and ((K[:, 0, 0] <= 0).any() or (K[:, 1, 1] <= 0).any() or not np.allclose(K[:, 2], [0, 0, 1])):
         raise ValueError("intrinsics must have positive focal lengths and a last row of (0, 0, 1)")
 
@@ -173,6 +180,11 @@ class SceneWriter:
     writer opened later with the same key continues after the last complete scene
     (:attr:`num_written` tells where).
 
+    The partial file only ever changes between safe points, one after each block of scenes:
+    a failed write (a full disk) puts it back as the last safe point left it and raises
+    WriteError, and a resume first reads back every scene it counts, keeping only the
+    scenes before the first damaged one (after a kill in the middle of a flush).
+
     Args:
         fields: the optional image fields every scene carries, with their stored dtype,
             e.g. ``{"depth": "float32", "instance": "uint8"}``.
@@ -198,72 +210,112 @@ class SceneWriter:
         self._image_fields = ["rgb"] + list(self.fields)
         self._buffer, self._buffered_bytes = [], 0
         self.resume_key = resume_key
-        self.file = self._resume() if resume_key else None
-        if self.file is None:
-            self.file = self._create(source, render_range, attrs or {})
+        self._attrs = self._file_attrs(source, render_range, attrs or {})
+        self._kept = 0  # scenes in the file as the last safe point left it
+        if not (resume_key and self._resume()):
+            self._create(self.partial)
 
     @property
     def num_written(self) -> int:
         return int(self.file.attrs["scenes_written"])
 
-    def _create(self, source, render_range, attrs) -> h5py.File:
-        remove(self.partial)
-        f = h5py.File(self.partial, "w", track_order=True)
-        f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, source=source,
-                       image_height=self.height, image_width=self.width,
-                       camera_convention="opencv_camera_to_world", depth_convention="ray_distance",
-                       scenes_written=0)
+    def _file_attrs(self, source, render_range, attrs) -> dict:
+        out = dict(format=FORMAT, format_version=FORMAT_VERSION, source=source,
+                   image_height=self.height, image_width=self.width,
+                   camera_convention="opencv_camera_to_world", depth_convention="ray_distance",
+                   scenes_written=0)
         if render_range is not None:
-            f.attrs["render_range"] = np.asarray(render_range, np.float64)
+            out["render_range"] = np.asarray(render_range, np.float64)
         if attrs.get("world_up") is not None:
-            f.attrs["world_up"] = np.asarray(attrs["world_up"], np.float64)
+            out["world_up"] = np.asarray(attrs["world_up"], np.float64)
         if attrs.get("semantic_classes") is not None:
-            f.attrs["semantic_classes"] = list(attrs["semantic_classes"])
+            out["semantic_classes"] = list(attrs["semantic_classes"])
         if attrs.get("source_info") is not None:
-            f.attrs["source_info"] = json.dumps(attrs["source_info"], sort_keys=True)
+            out["source_info"] = json.dumps(attrs["source_info"], sort_keys=True)
         if self.resume_key:
-            f.attrs["resume_key"] = self.resume_key
+            out["resume_key"] = self.resume_key
+        return out
+
+    def _open(self, path, mode) -> h5py.File:
+        self._io = GuardedFile(path, "w+" if mode == "w" else "r+")
+        try:
+            self.file = _new_h5(self._io) if mode == "w" else h5py.File(self._io, mode)
+        except BaseException:
+            self._io.close()
+            raise
+        return self.file
+
+    def _create(self, path) -> None:
+        remove(path)
+        f = self._open(path, "w")
+        try:
+            self._layout(f)
+            self._safe_point()
+        except BaseException:
+            self._close_file()
+            remove(path)
+            raise
+
+    def _layout(self, f) -> None:
+        f.attrs.update(self._attrs)
         strings = h5py.string_dtype()
         for name, dtype in [("name", strings), ("split", strings), ("category", strings),
                             ("view_offset", "int64"), ("view_count", "int32")]:
-            f.create_dataset(f"scenes/{name}", (0,), dtype=dtype, maxshape=(None,), chunks=(4096,))
-        f.create_dataset("scenes/near_far", (0, 2), dtype="float32", maxshape=(None, 2), chunks=(4096, 2),
-                         fillvalue=np.nan)
-        f.create_dataset("views/camera_to_world", (0, 4, 4), "float32", maxshape=(None, 4, 4), chunks=(1024, 4, 4))
-        f.create_dataset("views/intrinsics", (0, 3, 3), "float32", maxshape=(None, 3, 3), chunks=(1024, 3, 3))
+            _create_dataset(f, f"scenes/{name}", (), dtype, 4096)
+        _create_dataset(f, "scenes/near_far", (2,), "float32", 4096, fillvalue=np.nan)
+        _create_dataset(f, "views/camera_to_world", (4, 4), "float32", 1024)
+        _create_dataset(f, "views/intrinsics", (3, 3), "float32", 1024)
         for name, dtype in [("rgb", "uint8")] + list(self.fields.items()):
-            self._create_image_dataset(f, name, dtype)
-        return f
+            if self.codec == "png":
+                ds = _create_dataset(f, f"views/{name}", (), h5py.vlen_dtype(np.uint8), 64)
+            else:
+                ds = _create_dataset(f, f"views/{name}", (self.height, self.width) + ((3,) if name == "rgb" else ()),
+                                     dtype, 1)
+            ds.attrs.update(codec=self.codec, dtype=dtype)
 
-    def _create_image_dataset(self, f, name, dtype):
-        H, W = self.height, self.width
-        if self.codec == "png":
-            ds = f.create_dataset(f"views/{name}", (0,), dtype=h5py.vlen_dtype(np.uint8), maxshape=(None,), chunks=(64,))
-        else:
-            pixel = (3,) if name == "rgb" else ()
-            ds = f.create_dataset(f"views/{name}", (0, H, W) + pixel, dtype=dtype, maxshape=(None, H, W) + pixel,
-                                  chunks=(1, H, W) + pixel)
-        ds.attrs.update(codec=self.codec, dtype=dtype)
-
-    def _resume(self) -> h5py.File | None:
-        """Reopen a partial file from an interrupted run with the same key, cut back to its
-        last complete scene. Returns None when there is nothing usable to resume."""
+    def _resume(self) -> bool:
+        """Reopen the partial file of an interrupted run with the same key, after reading back
+        every scene it counts; keep the scenes before the first damaged one. False when there
+        is nothing usable to resume."""
         if not self.partial.exists():
-            return None
+            return False
         try:
-            f = h5py.File(self.partial, "a")
-        except OSError:  # killed while HDF5 metadata was being written
-            return None
-        if f.attrs.get("resume_key") != self.resume_key:
-            f.close()
-            return None
-        scenes = int(f.attrs["scenes_written"])
-        views = int(f["scenes/view_offset"][scenes - 1] + f["scenes/view_count"][scenes - 1]) if scenes else 0
-        for ds in _datasets(f["scenes"]):
-            ds.resize(scenes, axis=0)
-        for ds in _datasets(f["views"]):
-            ds.resize(views, axis=0)
-        return f
+            with h5py.File(self.partial, "r") as old:
+                if _plain(old.attrs.get("resume_key")) != self.resume_key:
+                    return False
+                written = int(old.attrs["scenes_written"])
+                intact, problem = _intact_scenes(old, written)
+                if intact < written:
+                    note(f"{self.partial}: {problem}; keeping the {intact} scenes before it")
+                    self._rebuild(old, intact)
+                    return True
+            f = self._open(self.partial, "a")
+        except (OSError, KeyError, ValueError) as error:  # e.g. killed while HDF5 wrote its superblock
+            note(f"{self.partial}: cannot resume from it ({_one_line(error)}); starting over")
+            return False
+        try:  # drop rows of a block that was being written when the run stopped
+            for group, rows in [("scenes", written), ("views", _views_before(f, written))]:
+                for ds in _datasets(f[group]):
+                    ds.resize(rows, axis=0)
+            self._safe_point()
+        except BaseException:
+            self._close_file()
+            raise
+        return True
+
+    def _rebuild(self, old: h5py.File, scenes: int) -> None:
+        """Copy the first ``scenes`` scenes of ``old`` into a new partial file that replaces it."""
+        tmp = partial_path(self.partial)
+        self._create(tmp)
+        try:
+            for start in range(0, scenes, self.block_scenes):
+                self._buffer = [_read_prepared(old, s) for s in range(start, min(start + self.block_scenes, scenes))]
+                self.flush()
+        except BaseException:
+            self._close_file()
+            remove(tmp)
+            raise
+        os.replace(tmp, self.partial)
 
     def add(self, scene: Scene | PreparedScene) -> None:
         """Validate and append a scene (or one already prepared by :meth:`prepare`).
@@ -283,10 +335,15 @@ class SceneWriter:
         return prepare_scene(scene, self.height, self.width, self.fields, self.codec)
 
     def flush(self) -> None:
-        """Write the buffered scenes as one block."""
+        """Write the buffered scenes as one block, then reach a safe point."""
         if not self._buffer:
             return
-        f, block = self.file, self._buffer
+        block, self._buffer, self._buffered_bytes = self._buffer, [], 0
+        self._write(block)
+        self._safe_point()
+
+    def _write(self, block) -> None:
+        f = self.file
         n_scenes, n_views = f["scenes/name"].shape[0], f["views/rgb"].shape[0]
         counts = np.array([s.view_count for s in block])
         total = int(counts.sum())
@@ -311,27 +368,51 @@ class SceneWriter:
             else:
                 f[f"views/{name}"][views] = np.concatenate([s.images[name] for s in block])
         f.attrs["scenes_written"] = n_scenes + len(block)
-        self._buffer, self._buffered_bytes = [], 0
-        if self.resume_key:
-            f.flush()
+
+    def _safe_point(self) -> None:
+        """Make what is written so far the file a resume starts from; if a write failed, put
+        the file back as the last safe point left it and raise WriteError."""
+        if self.resume_key and self.file.id.valid:
+            self.file.flush()
+        if self._io.error is None:
+            self._io.commit()
+            if self.file.id.valid:
+                self._kept = self.num_written
+            return
+        self._io.rollback()
+        hint = (f"; the {self._kept} scenes written before are kept: make room and run the same command "
+                "again to continue") if self.resume_key else ""
+        raise write_failure(self._io.error, self.partial, hint)
 
     def close(self) -> Path | None:
         """Finish the file and move it to its final name (nothing if already aborted)."""
-        if not self.file.id.valid:
+        if self._io.closed:
             return None
-        self.flush()
-        self.file.attrs.pop("scenes_written", None)
-        self.file.attrs.pop("resume_key", None)
-        self.file.close()
+        try:
+            self.flush()
+            self.file.attrs.pop("scenes_written", None)
+            self.file.attrs.pop("resume_key", None)
+            self.file.close()
+            self._safe_point()
+        except BaseException as error:
+            self.abort(keep_partial=bool(self.resume_key) and not isinstance(error, BadInput))
+            raise
+        self._io.close()
         os.replace(self.partial, self.path)
         return self.path
 
     def abort(self, keep_partial: bool = False) -> None:
-        """Stop writing; keep the partial file only if asked (so a rerun can resume)."""
-        if self.file.id.valid:
-            self.file.close()
+        """Stop writing; keep the partial file only if asked (so a rerun can resume), as the
+        last safe point left it."""
+        self._close_file()
         if not keep_partial:
             remove(self.partial)
+
+    def _close_file(self) -> None:
+        self._io.rollback()  # nothing unfinished reaches the disk, even as HDF5 closes
+        if self.file.id.valid:
+            self.file.close()
+        self._io.close()
 
     def __enter__(self):
         return self
@@ -343,8 +424,47 @@ class SceneWriter:
             self.abort(keep_partial=bool(self.resume_key) and not issubclass(exc_type, BadInput))
 
 
+def _new_h5(fileobj) -> h5py.File:
+    """A new HDF5 file written to ``fileobj``. Its root group keeps the creation order of its
+    links and attributes and, like every dataset, records no timestamps."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_fileobj_driver(h5py.h5fd.fileobj_driver, fileobj)
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_link_creation_order(h5py.h5p.CRT_ORDER_TRACKED | h5py.h5p.CRT_ORDER_INDEXED)
+    fcpl.set_attr_creation_order(h5py.h5p.CRT_ORDER_TRACKED | h5py.h5p.CRT_ORDER_INDEXED)
+    fcpl.set_obj_track_times(False)
+    return h5py.File(h5py.h5f.create(repr(fileobj).encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl, fapl=fapl))
+
+
+def _create_dataset(f, name, shape, dtype, chunk_rows, **options) -> h5py.Dataset:
+    """A dataset of rows of ``shape`` that grows along its first axis. It records no
+    timestamps, so two conversions with the same arguments give the same bytes, and its
+    chunks carry Fletcher32 checksums, except where HDF5 cannot filter (variable-length
+    data: PNGs have CRCs of their own)."""
+    return f.create_dataset(name, (0,) + shape, dtype, maxshape=(None,) + shape, chunks=(chunk_rows,) + shape,
+                            fletcher32=np.dtype(dtype).kind != "O", track_times=False, **options)
+
+
 def _datasets(group):
     return [ds for ds in group.values() if isinstance(ds, h5py.Dataset)]
+
+
+def _views_before(f, scenes: int) -> int:
+    """The number of view rows the first ``scenes`` scenes own."""
+    return int(f["scenes/view_offset"][scenes - 1] + f["scenes/view_count"][scenes - 1]) if scenes else 0
+
+
+def _read_prepared(f, scene: int) -> PreparedScene:
+    """Scene ``scene`` of an open scene file, as the writer got it (images still encoded)."""
+    start = int(f["scenes/view_offset"][scene])
+    rows = slice(start, start + int(f["scenes/view_count"][scene]))
+    near_far = f["scenes/near_far"][scene]
+    images = {name: list(ds[rows]) if ds.attrs["codec"] == "png" else ds[rows]
+              for name, ds in f["views"].items() if name in IMAGE_FIELDS}
+    return PreparedScene(f["scenes/name"].asstr()[scene], f["scenes/split"].asstr()[scene],
+                         f["scenes/category"].asstr()[scene] or None,
+                         tuple(near_far) if np.isfinite(near_far).all() else None,
+                         f["views/camera_to_world"][rows], f["views/intrinsics"][rows], images)
 
 
 def write_index(path, shards) -> Path:
@@ -361,30 +481,46 @@ def write_index(path, shards) -> Path:
         if (meta["height"], meta["width"], meta["fields"], meta["codecs"]) != (
                 first["height"], first["width"], first["fields"], first["codecs"]):
             raise BadInput("shard does not match the first shard's image size, fields or codec", shard)
-    with h5py.File(shards[0], "r") as f0, h5py.File(tmp, "w", track_order=True) as out:
-        out.attrs.update({k: v for k, v in f0.attrs.items() if k not in ("scenes_written", "resume_key")})
-        out.attrs["shards"] = [os.path.relpath(s, path.parent) for s in shards]
-        offsets = np.cumsum([0] + [m["num_views"] for m in metas])
-        for name in f0["scenes"]:
-            parts = []
-            for shard in shards:
-                with h5py.File(shard, "r") as f:
-                    parts.append(f["scenes"][name][:])
-            data = np.concatenate(parts)
-            if name == "view_offset":
-                data = np.concatenate([p + offsets[i] for i, p in enumerate(parts)])
-            out.create_dataset(f"scenes/{name}", data=data, dtype=f0["scenes"][name].dtype)
-        for name, ds0 in f0["views"].items():
-            layout = h5py.VirtualLayout(shape=(offsets[-1],) + ds0.shape[1:], dtype=ds0.dtype)
-            for i, shard in enumerate(shards):
-                n = offsets[i + 1] - offsets[i]
-                source = h5py.VirtualSource(os.path.relpath(shard, path.parent), f"views/{name}",
-                                            shape=(n,) + ds0.shape[1:], dtype=ds0.dtype)
-                layout[offsets[i]:offsets[i + 1]] = source
-            out.create_virtual_dataset(f"views/{name}", layout)
-            out[f"views/{name}"].attrs.update(dict(ds0.attrs))
+    guard = GuardedFile(tmp, "w+")
+    try:
+        with h5py.File(shards[0], "r") as f0, _new_h5(guard) as out:
+            _write_index(out, f0, path, shards, metas)
+        if guard.error is not None:
+            raise write_failure(guard.error, path)
+    except BaseException:
+        guard.close()
+        remove(tmp)
+        raise
+    guard.close()
     os.replace(tmp, path)
     return path
+
+
+def _write_index(out, f0, path, shards, metas) -> None:
+    """Fill the open index file ``out`` (``f0`` is the first shard)."""
+    out.attrs.update({k: v for k, v in f0.attrs.items() if k not in ("scenes_written", "resume_key")})
+    out.attrs["shards"] = [os.path.relpath(s, path.parent) for s in shards]
+    offsets = np.cumsum([0] + [m["num_views"] for m in metas])
+    for name in f0["scenes"]:
+        parts = []
+        for shard in shards:
+            with h5py.File(shard, "r") as f:
+                parts.append(f["scenes"][name][:])
+        data = np.concatenate(parts)
+        if name == "view_offset":
+            data = np.concatenate([p + offsets[i] for i, p in enumerate(parts)])
+        out.create_dataset(f"scenes/{name}", data=data, dtype=f0["scenes"][name].dtype, track_times=False,
+                           fletcher32=data.dtype.kind != "O")
+    for name, ds0 in f0["views"].items():
+        layout = h5py.VirtualLayout(shape=(offsets[-1],) + ds0.shape[1:], dtype=ds0.dtype)
+        layout.dcpl.set_obj_track_times(False)
+        for i, shard in enumerate(shards):
+            n = offsets[i + 1] - offsets[i]
+            source = h5py.VirtualSource(os.path.relpath(shard, path.parent), f"views/{name}",
+                                        shape=(n,) + ds0.shape[1:], dtype=ds0.dtype)
+            layout[offsets[i]:offsets[i + 1]] = source
+        out.create_virtual_dataset(f"views/{name}", layout)
+        out[f"views/{name}"].attrs.update(dict(ds0.attrs))
 
 
 # ----------------------------------------------------------------------------- reader
@@ -398,11 +534,17 @@ def _read_meta(path) -> dict:
         f = h5py.File(path, "r")
     except OSError as error:
         raise BadInput(f"not a readable HDF5 file ({error})", path) from None
-    with f:
-        try:
-            return _check_structure(f, path)
-        except (KeyError, TypeError, ValueError, OSError) as error:
-            raise BadInput(f"broken scene file ({error})", path) from None
+    with f, _reading(path, (KeyError, TypeError, ValueError, OSError)):
+        return _check_structure(f, path)
+
+
+@contextlib.contextmanager
+def _reading(path, errors=(OSError,)):
+    """Turn ``errors`` (HDF5 failing to read ``path``) into BadInput naming the file."""
+    try:
+        yield
+    except errors as error:
+        raise BadInput(f"broken scene file ({_one_line(error)})", path) from None
 
 
 def _check_structure(f: h5py.File, path: Path) -> dict:
@@ -479,7 +621,7 @@ class SceneFile:
         self.height, self.width = meta["height"], meta["width"]
         self.fields, self.codecs = meta["fields"], meta["codecs"]
         self.view_count, self.view_offset = meta["counts"], meta["offsets"]
-        with h5py.File(self.path, "r") as f:
+        with _reading(self.path), h5py.File(self.path, "r") as f:
             self.attrs = {k: _plain(v) for k, v in f.attrs.items()}
             self.names = f["scenes/name"].asstr()[:]
             self.split_of = f["scenes/split"].asstr()[:]
@@ -520,6 +662,15 @@ class SceneFile:
         """{split name: sorted scene indices}."""
         return {name: np.flatnonzero(self.split_of == name) for name in dict.fromkeys(self.split_of)}
 
+    def scene_of(self, row: int) -> int:
+        """The scene owning view row ``row`` of the file."""
+        return int(np.searchsorted(self.view_offset, row, side="right") - 1)
+
+    def where(self, row: int) -> str:
+        """View row ``row`` as messages name it: ``scene S (NAME), view V`` (V within the scene)."""
+        scene = self.scene_of(row)
+        return f"scene {scene} ({self.names[scene]}), view {row - self.view_offset[scene]}"
+
     def split(self, name: str) -> np.ndarray:
         indices = np.flatnonzero(self.split_of == name)
         if not len(indices):
@@ -530,7 +681,8 @@ class SceneFile:
     # -- data
     def _file(self) -> h5py.File:
         if self._h5 is None or self._pid != os.getpid():
-            self._h5 = h5py.File(self.path, "r", rdcc_nbytes=16 * 2**20)
+            with _reading(self.path):
+                self._h5 = h5py.File(self.path, "r", rdcc_nbytes=16 * 2**20)
             self._pid = os.getpid()
         return self._h5
 
@@ -556,18 +708,31 @@ class SceneFile:
         f = self._file()
         out = {}
         for name in fields:
-            if name in ("camera_to_world", "intrinsics"):
-                out[name] = self._read_rows(f[f"views/{name}"], rows).astype(np.float64)
-            elif name in self.codecs:
-                out[name] = self._read_image(f, name, rows)
-            else:
+            if name not in ("camera_to_world", "intrinsics") and name not in self.codecs:
                 raise BadInput(f"has no field {name!r} (it has {', '.join(self.codecs)})", self.path)
+            out[name] = self._read_field(f[f"views/{name}"], name, rows)
         if "camera_to_world" in out:
             try:
-                check_cameras(out["camera_to_world"], out.get("intrinsics"))
+                check_cameras(out["camera_to_world"], out.get("intrinsics"), views)
             except ValueError as error:
                 raise BadInput(f"scene {scene} ({self.names[scene]}): {error}", self.path) from None
         return out
+
+    def _read_field(self, ds, name, rows) -> np.ndarray:
+        """Rows of one field; BadInput naming the scene and view of a row that cannot be read."""
+        try:
+            if self.codecs.get(name) == "png":
+                return self._decode(ds, name, rows)
+            data = self._read_rows(ds, rows)
+        except OSError:
+            damaged = next(((row, problem) for row in rows if (problem := _row_problem(ds, row))), None)
+            if damaged is None:
+                raise
+            raise self._damaged(name, *damaged) from None
+        return data.astype(np.float64) if name in ("camera_to_world", "intrinsics") else data
+
+    def _damaged(self, name, row, problem) -> BadInput:
+        return BadInput(f"{self.where(row)}: views/{name}[{row}]: {problem}", self.path)
 
     @staticmethod
     def _read_rows(ds, rows):
@@ -577,21 +742,19 @@ class SceneFile:
         data = ds[rows[order]] if len(rows) else ds[:0]
         return data[np.argsort(order)]
 
-    def _read_image(self, f, name, rows):
-        ds = f[f"views/{name}"]
-        if self.codecs[name] == "raw":
-            return self._read_rows(ds, rows)
+    def _decode(self, ds, name, rows):
         dtype = self.fields.get(name, "uint8")
+        shape = (self.height, self.width) + ((3,) if name == "rgb" else ())
         images = []
         for row in rows:
+            data = ds[row]
             try:
-                images.append(decode_png(ds[row], name, dtype))
+                image = decode_png(data, name, dtype)
             except (OSError, ValueError, SyntaxError) as error:
-                raise BadInput(f"views/{name}[{row}]: corrupt PNG ({error})", self.path) from None
-        shape = (self.height, self.width) + ((3,) if name == "rgb" else ())
-        for row, image in zip(rows, images):
+                raise self._damaged(name, row, f"corrupt PNG ({error})") from None
             if image.shape != shape:
-                raise BadInput(f"views/{name}[{row}]: PNG of shape {image.shape}, expected {shape}", self.path)
+                raise self._damaged(name, row, f"PNG of shape {image.shape}, expected {shape}")
+            images.append(image)
         return np.stack(images) if images else np.zeros((0,) + shape, dtype)
 
     def scene(self, index: int) -> Scene:
@@ -606,28 +769,36 @@ class SceneFile:
 
 
 def validate_file(path) -> SceneFile:
-    """Fully check a scene file: its structure, and every camera (read in blocks).
+    """Fully check a scene file: its structure, that every view reads back intact (HDF5
+    checksums, where the file has them, and PNG CRCs), and every camera.
 
-    Returns the opened :class:`SceneFile`; raises :class:`BadInput` naming the problem.
+    Returns the opened :class:`SceneFile`; raises :class:`BadInput` naming the file, and the
+    scene and view at fault.
     """
-    from .progress import progress
-
     scenes = SceneFile(path)
-    block = 65536
-    with h5py.File(scenes.path, "r") as f, progress(total=scenes.num_views, desc="checking cameras",
-                                                    unit="views") as bar:
-        for start in range(0, scenes.num_views, block):
-            stop = min(start + block, scenes.num_views)
-            c2w = f["views/camera_to_world"][start:stop].astype(np.float64)
-            K = f["views/intrinsics"][start:stop].astype(np.float64)
-            try:
-                check_cameras(c2w, K)
-            except ValueError as error:
-                row = start + _first_bad_view(c2w, K)
-                scene = int(np.searchsorted(scenes.view_offset, row, side="right") - 1)
-                raise BadInput(f"scene {scene} ({scenes.names[scene]}): {error}", scenes.path) from None
-            bar.update(stop - start)
+    names = ["camera_to_world", "intrinsics", *scenes.codecs]
+    with _reading(scenes.path), h5py.File(scenes.path, "r") as f, \
+            progress(total=(len(names) + 1) * scenes.num_views, desc="checking", unit="views") as bar:
+        for name in names:
+            damaged = _first_damaged(f[f"views/{name}"], 0, scenes.num_views, bar.update)
+            if damaged:
+                raise scenes._damaged(name, *damaged)
+        _check_all_cameras(scenes, f, bar.update)
     return scenes
+
+
+def _check_all_cameras(scenes: SceneFile, f, done, block: int = 65536) -> None:
+    for start in range(0, scenes.num_views, block):
+        stop = min(start + block, scenes.num_views)
+        c2w = f["views/camera_to_world"][start:stop].astype(np.float64)
+        K = f["views/intrinsics"][start:stop].astype(np.float64)
+        try:
+            check_cameras(c2w, K)
+        except ValueError as error:
+            row = start + _first_bad_view(c2w, K)
+            scenes.read_views(scenes.scene_of(row), fields=("camera_to_world", "intrinsics"))  # names the view
+            raise BadInput(f"{scenes.where(row)}: {error}", scenes.path) from None
+        done(stop - start)
 
 
 def _first_bad_view(c2w, K) -> int:
@@ -637,6 +808,90 @@ def _first_bad_view(c2w, K) -> int:
         except ValueError:
             return i
     return 0
+
+
+def _first_damaged(ds, start: int, stop: int, done=lambda rows: None) -> tuple | None:
+    """(row, problem) for the first row in [start, stop) of ``ds`` that does not read back
+    intact, or None; ``done(rows)`` reports progress.
+
+    Besides HDF5's checksums this catches rows past the end, chunks never written (HDF5
+    would read them as fill values) and corrupt PNGs (HDF5 cannot checksum variable-length
+    data; PNGs carry CRCs). It reads in blocks and looks at single rows only in a bad block.
+    """
+    row_bytes = 2**16 if ds.dtype.kind == "O" else int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize
+    step = max(1, 2**24 // max(row_bytes, 1))
+    every_chunk = _all_chunks_written(ds)
+    for low in range(start, stop, step):
+        high = min(low + step, stop)
+        if not (every_chunk and high <= len(ds) and _reads_back(ds, low, high)):
+            for row in range(low, high):
+                problem = _row_problem(ds, row)
+                if problem:
+                    return row, problem
+        done(high - low)
+    return None
+
+
+def _all_chunks_written(ds) -> bool:
+    return not ds.chunks or ds.id.get_num_chunks() == -(-len(ds) // ds.chunks[0])
+
+
+def _reads_back(ds, low: int, high: int) -> bool:
+    try:
+        data = ds[low:high]
+    except OSError:
+        return False
+    return ds.attrs.get("codec") != "png" or not any(map(_png_problem, data))
+
+
+def _row_problem(ds, row: int) -> str | None:
+    """What is wrong with row ``row`` of ``ds``, or None if it reads back intact."""
+    if row >= len(ds):
+        return "missing (the dataset ends before it)"
+    if ds.chunks:
+        chunk = (row - row % ds.chunks[0],) + (0,) * (ds.ndim - 1)
+        if ds.id.get_chunk_info_by_coord(chunk).byte_offset is None:
+            return "never written"
+    try:
+        data = ds[row]
+    except OSError as error:
+        return "corrupt data (checksum mismatch)" if ds.fletcher32 and "filter" in str(error) else \
+            f"unreadable ({_one_line(error)})"
+    return _png_problem(data) if ds.attrs.get("codec") == "png" else None
+
+
+def _png_problem(data: np.ndarray) -> str | None:
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as image:
+            image.verify()  # checks the CRC of every PNG chunk
+    except Exception as error:  # noqa: BLE001 - PIL raises many kinds on bad data
+        return f"corrupt PNG ({_one_line(error) or type(error).__name__})"
+    return None
+
+
+def _intact_scenes(f, written: int) -> tuple:
+    """(how many of the first ``written`` scenes of a file read back whole, what is wrong
+    with the next one)."""
+    scenes, problem = written, None
+    for ds in _datasets(f["scenes"]):
+        damaged = _first_damaged(ds, 0, scenes)
+        if damaged:
+            scenes, problem = damaged[0], f"{ds.name}[{damaged[0]}]: {damaged[1]}"
+    counts = f["scenes/view_count"][:scenes].astype(np.int64)
+    ends = np.cumsum(counts)
+    bad = np.flatnonzero((f["scenes/view_offset"][:scenes] != ends - counts) | (counts < 1))
+    if len(bad):
+        scenes, problem = int(bad[0]), f"scene {bad[0]}: inconsistent scene table"
+    views = int(ends[scenes - 1]) if scenes else 0
+    for ds in _datasets(f["views"]):
+        damaged = _first_damaged(ds, 0, views)
+        if damaged:
+            views, problem = damaged[0], f"{ds.name}[{damaged[0]}]: {damaged[1]}"
+    return int(np.searchsorted(ends[:scenes], views, side="right")), problem
+
+
+def _one_line(error) -> str:
+    return " ".join(str(error).split())
 
 
 def _plain(value):

@@ -8,7 +8,6 @@ stop.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -23,13 +22,16 @@ from torch.utils.data import DataLoader
 from . import checkpoint as ckpt
 from . import config as configs
 from . import distributed
-from .data import PROTOCOLS, SceneDataset, ShardedSampler, ViewSelection
+from .device import autocast, to_device
+from .atomic import atomic_output
+from .data import ShardedSampler, make_dataset
 from .errors import BadInput
 from .interrupts import StopRequest, ignore_stop_signals
-from .metrics import segmentation_scores
+from .metrics import psnr_from_mse, segmentation_scores
 from .models import build_model, count_parameters
+from .models.base import encoder_inputs, near_far, rgb_mse
 from .progress import note, progress
-from .render import orbit_grid
+from .render import orbit_grid, render_rays
 from .scenefile import SceneFile
 
 
@@ -42,28 +44,10 @@ class Options:
     wandb: bool = False
     dry_run: bool = False
     device: str | None = None  # default: cuda if available, else cpu
+    init_from: str | None = None  # start a new run from these weights (fine-tuning)
 
 
 # ----------------------------------------------------------------------------- pieces
-
-def view_selection(data_config: dict) -> ViewSelection:
-    """The config's protocol, with num_inputs/inputs/targets overriding it."""
-    protocol = data_config.get("protocol", "msn")
-    if protocol not in PROTOCOLS:
-        raise BadInput(f"unknown data protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
-    base = PROTOCOLS[protocol]
-    return ViewSelection(data_config.get("num_inputs", base.num_inputs), data_config.get("inputs", base.inputs),
-                         data_config.get("targets", base.targets))
-
-
-def make_dataset(scenes: SceneFile, split: str, data_config: dict, seed: int, num_rays="config") -> SceneDataset:
-    try:
-        return SceneDataset(scenes, split, view_selection(data_config),
-                            data_config["num_rays"] if num_rays == "config" else num_rays, seed=seed,
-                            input_stride=data_config.get("input_stride", 1))
-    except ValueError as error:
-        raise BadInput(str(error)) from None
-
 
 def learning_rate(step: int, training: dict) -> float:
     """Linear warmup to ``lr`` over ``lr_warmup`` steps, then ×``lr_decay_rate`` every
@@ -80,37 +64,6 @@ def make_optimizer(model, lr: float, device: torch.device):
         return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     except (RuntimeError, TypeError):  # fused not available for this device/build
         return torch.optim.Adam(model.parameters(), lr=lr)
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast where the device does bf16 matmuls natively; otherwise fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision != "bf16":
-        raise BadInput(f"unknown precision {precision!r} (fp32 or bf16)")
-    if not bf16_supported(device):
-        note(f"bf16 is not supported natively on {device}; training in fp32")
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-
-
-def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def mse_per_scene(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """[B] mean squared error over each scene's rays and channels."""
-    return ((pred.float() - target) ** 2).mean(dim=(1, 2))
-
-
-def psnr(mse) -> float:
-    return float(-10 * math.log10(max(float(mse), 1e-10)))
 
 
 # ----------------------------------------------------------------------------- run folder
@@ -136,14 +89,21 @@ class Run:
                 self.wandb = _start_wandb(self.folder, config)
 
     def log(self, step: int, split: str, values: dict) -> None:
+        """Append to metrics.jsonl (strict JSON: a non-finite value is null) and TensorBoard."""
         if not self.main:
             return
+        finite = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in values.items()}
         with open(self.folder / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+            f.write(json.dumps({"step": step, "split": split, **finite}) + "\n")
         for key, value in values.items():
             self.tensorboard.add_scalar(f"{split}/{key}", value, step)
         if self.wandb is not None:
             self.wandb.log({f"{split}/{k}": v for k, v in values.items()}, step=step)
+
+    def flush(self) -> None:
+        """Make the logs so far survive a kill (called with each checkpoint)."""
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
 
     def close(self) -> None:
         if self.tensorboard is not None:
@@ -166,6 +126,54 @@ def with_run_section(config: dict, model_name: str, data_path: Path, run_dir: Pa
     run folder so that the folder (with its data) can move."""
     relative = os.path.relpath(Path(data_path).resolve(), Path(run_dir).resolve())
     return configs.merge(config, {"run": {"model": model_name, "data": relative}})
+
+
+def lock_run_folder(run_dir: Path):
+    """Hold an exclusive lock on the run folder for as long as the returned file is open; a
+    second run on the same folder is refused, naming the process that holds it."""
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise BadInput(f"is in use by process {holder} (another scene-train on this run folder)", run_dir) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    for stale in run_dir.glob("checkpoints/.*.partial*"):  # left by a kill during a save
+        stale.unlink()
+    return handle
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Drop the log lines past ``step`` (written after the checkpoint a run resumes from), so
+    a resumed run's log reads as an uninterrupted one's."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        with atomic_output(path) as tmp:
+            tmp.write_text("".join(kept))
+
+
+def next_batch(batches, data_path):
+    """The next batch. An error inside a DataLoader worker arrives with the worker's
+    traceback in its text: it becomes a one-line BadInput of the worker's own message."""
+    try:
+        return next(batches)
+    except Exception as error:  # noqa: BLE001 - any worker error, re-raised by the DataLoader
+        message = str(error)
+        if "Original Traceback" not in message:
+            raise
+        last = message.strip().splitlines()[-1]  # "module.ErrorType: the worker's message"
+        raise BadInput(last.split(": ", 1)[-1] if "BadInput" in last.split(": ", 1)[0] else last) from None
 
 
 def prepare_run_folder(run_dir: Path, config: dict) -> None:
@@ -201,36 +209,34 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
     torch.manual_seed(training["seed"] + process.rank)
     run_dir, data_path = Path(run_dir), Path(data_path)
     config = with_run_section(config, model_name, data_path, run_dir)
-    if process.is_main and not options.dry_run:
+    if options.dry_run:
+        dry_run(model_name, data_path, config, process)
+        return Result(0, {}, None)
+    # Everything is checked before anything is written.
+    model, scenes, train_set, sampler, per_process = build_inputs(model_name, data_path, config, process)
+    lock = None
+    if process.is_main:
+        lock = lock_run_folder(run_dir)
         prepare_run_folder(run_dir, config)
     if process.world_size > 1:
         torch.distributed.barrier()
-    scenes = SceneFile(data_path)
-    train_set = make_dataset(scenes, "train", data_config, training["seed"])
-    per_process = training["batch_size"] // process.world_size
-    if per_process < 1 or training["batch_size"] % process.world_size:
-        raise BadInput(f"batch_size {training['batch_size']} does not split over {process.world_size} processes")
-    sampler = ShardedSampler(len(train_set), process.rank, process.world_size, seed=training["seed"],
-                             batch_size=per_process, infinite=True)
-    if sampler.batches_per_epoch == 0:
-        raise BadInput(f"the train split has {len(train_set)} items, fewer than a batch of {per_process}", data_path)
-
-    model = build_model(model_name, config["model"]).to(process.device)
     optimizer = make_optimizer(model, learning_rate(0, training), process.device)
     step = 0
-    if run_dir.joinpath("checkpoints", "latest.pt").exists() and not options.dry_run:
+    if run_dir.joinpath("checkpoints", "latest.pt").exists():
         step = resume(run_dir / "checkpoints" / "latest.pt", model_name, model, optimizer)
         if process.is_main:
             note(f"resuming {run_dir} from step {step}")
+            trim_metrics(run_dir / "metrics.jsonl", step)
+    elif options.init_from:
+        init_weights(options.init_from, model_name, model)
+        if process.is_main:
+            note(f"starting from the weights of {options.init_from}")
     epoch, position = divmod(step, sampler.batches_per_epoch)
     sampler.set_epoch(epoch, start=position * per_process)
     workers = training["num_workers"]
     loader = DataLoader(train_set, batch_size=per_process, sampler=sampler, num_workers=workers,
                         persistent_workers=workers > 0, pin_memory=process.device.type == "cuda",
                         prefetch_factor=4 if workers else None, worker_init_fn=ignore_stop_signals)
-    if options.dry_run:
-        dry_run(model_name, model, train_set, loader, config, process)
-        return Result(step, {}, model)
 
     net = model
     if options.compile:
@@ -243,40 +249,41 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
     stop = StopRequest()
     precision = autocast(process.device, options.precision)
     max_steps = training["max_steps"]
-    state = dict(model_name=model_name, config=config, data=config["run"]["data"])
+    state = dict(model_name=model_name, config=config, data=config["run"]["data"],
+                 **({"init_from": str(options.init_from)} if options.init_from else {}))
     bar = progress(total=max_steps, desc="training", unit="steps", initial=step) if process.is_main else None
-    last = {}
+    last, validation, bad_steps = {}, {}, BadSteps(training)
     window_start, window_rays = time.perf_counter(), 0
     batches = iter(loader)
     try:
         while step < max_steps:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, training)
-            batch = to_device(next(batches), process.device)
+            batch = to_device(next_batch(batches, data_path), process.device)
             with precision:
-                prediction = net(batch)
-            loss = mse_per_scene(prediction["rgb"], batch["target_pixels"]).mean()
+                loss, logs = net(batch, step)
+            prediction = logs.pop("prediction", None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if training.get("grad_clip"):
-                torch.nn.utils.clip_grad_norm_(model.parameters(), training["grad_clip"])
-            optimizer.step()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), training.get("grad_clip") or math.inf)
+            if bad_steps.check(step, float(grad_norm)):
+                optimizer.step()
             step += 1
             window_rays += batch["target_rays"].shape[0] * batch["target_rays"].shape[1] * process.world_size
 
             if step % training["log_every"] == 0 or step == max_steps:
-                mse = distributed.all_reduce_mean(loss.item(), process)
+                values = {"loss": loss.detach(), **logs}
+                values = {k: distributed.all_reduce_mean(float(v), process) for k, v in values.items()}
                 seconds = time.perf_counter() - window_start
-                last = {"loss": mse, "psnr": psnr(mse), "lr": optimizer.param_groups[0]["lr"],
-                        "rays_per_second": window_rays / seconds}
-                if "segmentation" in prediction and "target_instance" in batch:  # on this process's rays
+                last = {**values, "lr": optimizer.param_groups[0]["lr"], "rays_per_second": window_rays / seconds,
+                        "skipped_steps": bad_steps.total}
+                if "mse" in values:
+                    last["psnr"] = float(psnr_from_mse(torch.tensor(values["mse"])))
+                if prediction is not None and "segmentation" in prediction and "target_instance" in batch:
                     last.update(segmentation_scores(prediction["segmentation"].detach(), batch["target_instance"]))
                 run.log(step, "train", last)
                 if bar is not None:
-                    shown = {"loss": f"{mse:.4f}", "psnr": f"{psnr(mse):.2f}", "rays_s": f"{last['rays_per_second']:.0f}"}
-                    if "fg_ari" in last:
-                        shown["fg_ari"] = f"{last['fg_ari']:.3f}"
-                    bar.set_postfix(shown)
+                    bar.set_postfix({k: f"{last[k]:.4g}" for k in ("loss", "psnr", "fg_ari") if k in last})
                 window_start, window_rays = time.perf_counter(), 0
             if bar is not None:
                 bar.update(1)
@@ -284,26 +291,48 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
             if process.is_main:
                 if step % training["checkpoint_every"] == 0 or step == max_steps or stopping:
                     save(run.latest, model, optimizer, step, state)
+                    run.flush()
                 if step % training["backup_every"] == 0 or step == max_steps:
                     save(run.checkpoints / f"step-{step}.pt", model, optimizer, step, state)
                 if step % training["validate_every"] == 0 or step == max_steps:
-                    run.log(step, "val", validate(model, val_set, process.device, precision))
+                    validation = validate(model, val_set, process.device, precision)
+                    run.log(step, "val", validation)
                 if (step % training["visualize_every"] == 0 or step == max_steps) and val_set is not None:
                     orbit_grid(model, val_set, process.device, run.renders / f"step-{step}.png")
             if stopping:
-                raise KeyboardInterrupt
+                raise KeyboardInterrupt(f"interrupted at step {step}, saved {run.latest}")
     finally:
+        getattr(batches, "_shutdown_workers", lambda: None)()  # a worker error must not leave workers behind
         stop.restore()
         if bar is not None:
             bar.close()
         run.close()
         distributed.teardown()
+        if lock is not None:
+            lock.close()
+    if process.is_main:
+        figures = ", ".join(f"{k} {validation[k]:.4g}" for k in ("psnr", "fg_ari", "ari") if k in validation)
+        note(f"trained to step {step}" + (f"; validation {figures}" if figures else "") + f"; checkpoint {run.latest}")
     return Result(step, last, model)
 
 
 def save(path, model, optimizer, step, state) -> None:
+    """Write a checkpoint, never of non-finite weights (a good one stays in place)."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise TrainingDiverged(f"the weights are not finite at step {step}; {path} keeps its last good state")
     ckpt.save(path, model_name=state["model_name"], config=state["config"], model=model, step=step,
               optimizer=optimizer, data=state["data"], rng=torch.get_rng_state())
+
+
+def init_weights(path, model_name: str, model) -> None:
+    """Load the weights of a checkpoint of the same model into a new run (fresh optimizer)."""
+    checkpoint = ckpt.load(path)
+    if checkpoint.get("model_name") != model_name:
+        raise BadInput(f"checkpoint of model {checkpoint.get('model_name')!r}, not {model_name!r}", path)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise BadInput(f"weights do not fit this config ({' '.join(str(error).split())[:200]})", path) from None
 
 
 def resume(path, model_name: str, model, optimizer) -> int:
@@ -328,10 +357,10 @@ def _validation_set(scenes, data_config, training):
     return dataset
 
 
-@torch.no_grad()
 def validate(model, dataset, device, precision) -> dict:
     """PSNR on a fixed set of validation items (sampled target rays), as the reference
-    reports it: per-scene MSE -> PSNR, averaged over scenes."""
+    reports it: per-scene MSE -> PSNR, averaged over scenes; ARI and FG-ARI for models that
+    segment. Through ``encode`` and ``render``, as evaluation."""
     if dataset is None:
         return {}
     model.eval()
@@ -339,12 +368,14 @@ def validate(model, dataset, device, precision) -> dict:
     for batch in DataLoader(dataset, batch_size=8):
         batch = to_device(batch, device)
         with precision:
-            prediction = model(batch)
-        mse = mse_per_scene(prediction["rgb"], batch["target_pixels"])
+            scene = model.encode(encoder_inputs(batch))
+        prediction = render_rays(model, scene, batch["target_camera_pos"], batch["target_rays"],
+                                 *near_far(batch), autocast=precision, outputs=("segmentation",))
+        mse = rgb_mse(prediction["rgb"], batch["target_pixels"].cpu())
         mses += mse.tolist()
-        psnrs += [psnr(m) for m in mse.tolist()]
+        psnrs += psnr_from_mse(mse).tolist()
         if "segmentation" in prediction and "target_instance" in batch:
-            segmentation.append(segmentation_scores(prediction["segmentation"], batch["target_instance"]))
+            segmentation.append(segmentation_scores(prediction["segmentation"], batch["target_instance"].cpu()))
     model.train()
     values = {"psnr": float(np.mean(psnrs)), "mse": float(np.mean(mses)), "scenes": len(psnrs)}
     for key in ("ari", "fg_ari") if segmentation else ():
@@ -352,17 +383,102 @@ def validate(model, dataset, device, precision) -> dict:
     return values
 
 
-def dry_run(model_name, model, dataset, loader, config, process) -> None:
-    """Print the model summary, parameter count and one batch's shapes; train nothing."""
-    if process.is_main:
+class BadSteps:
+    """Decides which optimizer steps to take, from the gradient norm (the same on every DDP
+    rank, so all ranks agree).
+
+    A non-finite gradient (a NaN or inf loss) skips the step; so does a norm above
+    ``skip_grad_norm_above`` once past step ``skip_grad_after`` (ObSuRF's guard against
+    spikes). ``max_bad_steps`` skipped steps in a row stop the run: the weights stay as the
+    last good step left them.
+    """
+
+    def __init__(self, training: dict):
+        self.threshold = training.get("skip_grad_norm_above")
+        self.after = training.get("skip_grad_after", 0)
+        self.limit = training.get("max_bad_steps", 10)
+        self.total = self.in_a_row = 0
+
+    def check(self, step: int, grad_norm: float) -> bool:
+        """True if the step may be taken."""
+        bad = not math.isfinite(grad_norm) or (self.threshold is not None and step >= self.after
+                                               and grad_norm > self.threshold)
+        if not bad:
+            self.in_a_row = 0
+            return True
+        self.total += 1
+        self.in_a_row += 1
+        if self.in_a_row >= self.limit:
+            what = "non-finite" if not math.isfinite(grad_norm) else f"above {self.threshold}"
+            raise TrainingDiverged(f"{self.in_a_row} steps in a row up to step {step + 1} had a gradient norm "
+                                   f"{what} (last: {grad_norm:g}); stopped without saving them. Lower "
+                                   f"training.lr or set training.grad_clip, then run again to resume")
+        return False
+
+
+class TrainingDiverged(RuntimeError):
+    """Training stopped because its gradients stayed non-finite or too large."""
+
+
+def build_inputs(model_name: str, data_path: Path, config: dict, process, problems: list | None = None) -> tuple:
+    """(model, scene file, training set, its sampler, batch per process), each checked.
+
+    Without ``problems`` the first problem raises its BadInput; with a list, each problem is
+    noted there and the rest is still built where it can be (what ``--dry-run`` reports).
+    """
+    def problem(error: BadInput):
+        if problems is None:
+            raise error
+        problems.append(str(error))
+
+    training, data_config = config["training"], config["data"]
+    model = scenes = train_set = sampler = None
+    try:
+        model = build_model(model_name, config["model"]).to(process.device)
+    except BadInput as error:
+        problem(error)
+    try:
+        scenes = SceneFile(data_path)
+        train_set = make_dataset(scenes, "train", data_config, training["seed"])
+    except BadInput as error:
+        problem(error)
+    per_process = training["batch_size"] // process.world_size
+    if per_process < 1 or training["batch_size"] % process.world_size:
+        problem(BadInput(f"batch_size {training['batch_size']} does not split over {process.world_size} processes"))
+    elif train_set is not None:
+        sampler = ShardedSampler(len(train_set), process.rank, process.world_size, seed=training["seed"],
+                                 batch_size=per_process, infinite=True)
+        if sampler.batches_per_epoch == 0:
+            problem(BadInput(f"the train split has {len(train_set)} items, fewer than a batch of {per_process}",
+                             data_path))
+            sampler = None
+    if model is not None and scenes is not None:
+        missing = [field for field in model.needs if field not in scenes.fields]
+        if missing:
+            problem(BadInput(f"model {model_name} trains on {', '.join(missing)}, which this file does not have",
+                             data_path))
+    return model, scenes, train_set, sampler, per_process
+
+
+def dry_run(model_name, data_path, config, process) -> None:
+    """Print the model summary, parameter counts and one batch's shapes, train nothing, and
+    write nothing; then name every problem found (a BadInput listing them all)."""
+    problems = []
+    model, _, dataset, sampler, per_process = build_inputs(model_name, Path(data_path), config, process, problems)
+    if not process.is_main:
+        return
+    if model is not None:
         print(f"model {model_name}: {count_parameters(model):,} parameters")
         for name, module in model.named_children():
             print(f"  {name:<10} {type(module).__name__:<22} {count_parameters(module):>14,}")
             for child_name, child in module.named_children():
                 print(f"    {child_name:<20} {type(child).__name__:<20} {count_parameters(child):>12,}")
-        batch = next(iter(loader))
+    if sampler is not None:
+        batch = next(iter(DataLoader(dataset, batch_size=per_process, sampler=sampler)))
         print(f"data: {len(dataset)} train items, {len(batch['scene_index'])} per process-batch")
         for key, value in batch.items():
             print(f"  {key:<24} {str(tuple(value.shape)):<22} {str(value.dtype).replace('torch.', '')}")
-        print("config:")
-        print("  " + json.dumps(config, default=str))
+    print("config:")
+    print("  " + json.dumps(config, default=str))
+    if problems:
+        raise BadInput(f"{len(problems)} problem{'s' if len(problems) > 1 else ''}: " + "; ".join(problems))

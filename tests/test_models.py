@@ -109,8 +109,9 @@ def random_views(B=2, I=2, H=16, W=16, seed=0):
 def encode_decode(model, c2w, K, images, targets_pos, targets_dir):
     H, W = images.shape[-2:]
     f = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-    scene = model.encode(images, f(c2w[..., :3, 3]), f(cameras.ray_directions(K, c2w, H, W)), f(c2w))
-    return model.decode(scene, f(targets_pos), f(targets_dir))["rgb"]
+    scene = model.encode({"input_images": images, "input_camera_pos": f(c2w[..., :3, 3]),
+                          "input_rays": f(cameras.ray_directions(K, c2w, H, W)), "input_camera_to_world": f(c2w)})
+    return model.render(scene, f(targets_pos), f(targets_dir))["rgb"]
 
 
 def test_canonical_frame_makes_srt_invariant_to_the_world_frame():

@@ -124,7 +124,7 @@ def test_short_cpu_run_segments_better_than_random_slots(osrt_run):
         random_scores.append(float(adjusted_rand_index(instance, random, ignore_background=True)[0]))
     assert abs(np.mean(random_scores)) < 0.02
     assert metrics["fg_ari"] > np.mean(random_scores) + 0.03, metrics
-    assert metrics["ari"] > 0.2 and "FG_ARI" in result.stdout
+    assert metrics["ari"] > 0.2 and "FG-ARI" in result.stdout
     log = [json.loads(line) for line in (osrt_run / "run" / "metrics.jsonl").read_text().splitlines()]
     assert "fg_ari" in log[0] and "fg_ari" in [row for row in log if row["split"] == "val"][0]
     grid = (osrt_run / "run" / "renders" / "step-600.png")

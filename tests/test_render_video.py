@@ -4,6 +4,7 @@ import math
 import subprocess
 import sys
 
+import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
 import pytest
@@ -142,6 +143,16 @@ def test_render_pipe_video_decodes_to_n_frames(trained, tmp_path):  # noqa: F811
     assert render.wait() == 0 and result.returncode == 0, result.stderr
     size, frames = decoded(video)
     assert len(frames) == 9 and size == (512, 272)  # input | render, 16 px scaled up to 256, labels on top
+    # The frames show what was rendered: the render panel matches the PNG frames of the same path.
+    folder = tmp_path / "frames"
+    assert run_command("render", trained, "--motion", "rotate_and_closeup", "--frames", 9, "--fade", "-o",
+                       folder).returncode == 0
+    for k in (0, 4, 8):
+        png = iio.imread(folder / "rgb" / f"{k:05d}.png").repeat(16, 0).repeat(16, 1).astype(float)
+        panel = frames[k].reshape(272, 512, 3)[16:, 256:].astype(float)
+        assert np.abs(panel - png).mean() < 4, k  # h264 at crf 18
+        other = iio.imread(folder / "rgb" / f"{(k + 4) % 9:05d}.png").repeat(16, 0).repeat(16, 1).astype(float)
+        assert np.abs(panel - png).mean() < np.abs(panel - other).mean()
 
 
 def test_render_folder_then_gif_and_odd_sizes(trained, tmp_path):  # noqa: F811
@@ -177,3 +188,35 @@ def test_truncated_stream_and_empty_folder_exit_2(tmp_path):
 def test_render_rejects_outputs_the_model_lacks(trained, tmp_path):  # noqa: F811
     result = run_command("render", trained, "--outputs", "rgb,segmentation", "--frames", 2, "-o", tmp_path / "f")
     assert_bad_input(result, ["does not predict segmentation"], tmp_path / "f")
+
+
+def test_render_checks_its_output_before_rendering(trained, tmp_path):  # noqa: F811
+    existing = tmp_path / "frames.png"
+    existing.write_bytes(b"not a folder")
+    result = run_command("render", trained, "--frames", 500, "-o", existing)
+    assert result.returncode == 2 and "--overwrite" in result.stderr, result.stderr
+    assert existing.read_bytes() == b"not a folder" and not list(tmp_path.glob(".*partial*"))
+    assert run_command("render", trained, "--frames", 2, "-o", "/dev/null").returncode == 0
+
+
+def test_render_streams_only_into_a_pipe(trained, tmp_path):  # noqa: F811
+    redirected = tmp_path / "out.txt"
+    with open(redirected, "w") as stdout:
+        result = subprocess.run([sys.executable, "-m", "scenetools.cli.render", str(trained), "--frames", "2"],
+                                stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = redirected.read_bytes()
+    assert not written.startswith(b"\x89PNG")
+    folder = trained / written.decode().strip().split(str(trained) + "/")[-1]
+    assert written.decode().strip().startswith(str(trained / "renders" / "rotate-")) and (folder / "rgb").is_dir()
+
+
+def test_default_outputs_never_replace_earlier_ones(trained, tmp_path):  # noqa: F811
+    frames = tmp_path / "frames"
+    assert run_command("render", trained, "--frames", 2, "-o", frames).returncode == 0
+    first = run_command("video", frames, cwd=tmp_path)
+    second = run_command("video", frames, cwd=tmp_path)
+    assert first.returncode == second.returncode == 0
+    assert first.stdout.strip() == "video.mp4" and second.stdout.strip() == "video-1.mp4"
+    refused = run_command("video", frames, "-o", tmp_path / "video.mp4")
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr

@@ -85,16 +85,22 @@ def test_training_learns_and_writes_the_run_folder(data, trained):
 
 
 def test_moved_run_folder_still_works(data, trained, tmp_path):
+    """A run folder moved together with its data (same relative place) finds its data,
+    knows its checkpoints' run, and trains on from where it stopped."""
     import shutil
     moved = tmp_path / "moved"
-    (moved / "nested").mkdir(parents=True)
-    shutil.copytree(trained, moved / "nested" / "run")
+    shutil.copytree(trained, moved / "run")
     shutil.copy(data / "scenes.h5", moved / "scenes.h5")
-    config = yaml.safe_load((moved / "nested" / "run" / "config.yaml").read_text())
-    assert (moved / "nested" / "run" / config["run"]["data"]).resolve() == (moved / "nested" / "scenes.h5").resolve() \
-        or not (moved / "nested" / "run" / config["run"]["data"]).exists()
-    model, checkpoint, run = ckpt.load_model(moved / "nested" / "run" / "checkpoints" / "step-30.pt")
-    assert run == moved / "nested" / "run" and checkpoint["step"] == 30
+    shutil.copy(data / "tiny.yaml", moved / "tiny.yaml")
+    config = yaml.safe_load((moved / "run" / "config.yaml").read_text())
+    assert (moved / "run" / config["run"]["data"]).resolve() == (moved / "scenes.h5").resolve()
+    model, checkpoint, run = ckpt.load_model(moved / "run" / "checkpoints" / "step-30.pt")
+    assert run == moved / "run" and checkpoint["step"] == 30
+    result = subprocess.run(train_args(moved, moved / "run", "--max-steps", 65), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming {moved / 'run'} from step 60" in result.stderr
+    assert torch.load(moved / "run" / "checkpoints" / "latest.pt", weights_only=True)["step"] == 65
+    assert torch.load(trained / "checkpoints" / "latest.pt", weights_only=True)["step"] == 60  # the original stays
 
 
 def test_eval_writes_metrics_json_csv_and_images(data, trained, tmp_path):
@@ -110,8 +116,10 @@ def test_eval_writes_metrics_json_csv_and_images(data, trained, tmp_path):
     assert 5 < results["psnr"] < 40 and 0 < results["ssim"] <= 1
     rows = out.with_suffix(".csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("scene,scene_index,input_views,psnr,psnr_objects,ssim")
-    pngs = sorted(p.name for p in images.rglob("*.png"))
-    assert len(pngs) == 2 * 4 * 3  # scenes x target views x (pred, gt, error)
+    sheets = sorted(images.glob("*.png"))
+    assert len(sheets) == 2  # one labelled sheet per scene: inputs, then per target view pred | truth | error
+    import imageio.v3 as iio
+    assert iio.imread(sheets[0]).shape[0] > 5 * 96
     assert "PSNR object pixels" in result.stdout and "background" in result.stdout
 
 
@@ -206,3 +214,77 @@ def test_ddp_two_cpu_processes_stay_in_sync(data, tmp_path):
     assert checkpoint["step"] == 40
     for key, value in model.state_dict().items():
         assert torch.equal(value, results[0][key])
+
+
+def kill_after_checkpoint(args, run, at_least: int):
+    """Start training, kill -9 its whole process group once latest.pt holds ``at_least``
+    steps, and return the step it holds."""
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    latest = run / "checkpoints" / "latest.pt"
+    deadline = time.time() + 240
+    step = 0
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            step = torch.load(latest, weights_only=True)["step"] if latest.exists() else 0
+        except Exception:  # noqa: BLE001 - read while it was being replaced
+            step = 0
+        if step >= at_least:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return torch.load(latest, weights_only=True)["step"]
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(data, tmp_path, gpus):
+    """Same weights and the same logged losses after the same steps: resume restores the
+    weights, the optimizer, the schedule and the data position, not just the step count."""
+    settings = ["--gpus", gpus, "--set", "training.log_every=1", "--set", "training.checkpoint_every=8", "--set",
+                "training.validate_every=1000", "--set", "training.visualize_every=1000"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert subprocess.run(train_args(data, whole, "--max-steps", 40, *settings), capture_output=True).returncode == 0
+    saved = kill_after_checkpoint(train_args(data, resumed, "--max-steps", 40, *settings), resumed, 8)
+    assert 8 <= saved < 40
+    finished = subprocess.run(train_args(data, resumed, "--max-steps", 40, *settings), capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    a, b = (torch.load(run / "checkpoints" / "latest.pt", weights_only=True) for run in (whole, resumed))
+    assert a["step"] == b["step"] == 40
+    for key, value in a["model"].items():
+        assert torch.allclose(value, b["model"][key], rtol=0, atol=1e-6), key
+    losses = [{row["step"]: row["loss"] for row in logged(run)} for run in (whole, resumed)]
+    assert sorted(losses[1]) == list(range(1, 41))
+    assert all(losses[1][s] == pytest.approx(losses[0][s], rel=1e-6) for s in range(saved + 1, 41))
+
+
+def test_dry_run_prints_what_it_can_then_lists_every_problem(data, tmp_path):
+    small = subprocess.run(train_args(data, tmp_path / "run", "--dry-run", "--set", "training.batch_size=256"),
+                           capture_output=True, text=True)
+    assert small.returncode == 2 and "fewer than a batch of 256" in small.stderr
+    assert "parameters" in small.stdout  # the model was still built and summarised
+    both = subprocess.run(train_args(data, tmp_path / "run", "--dry-run", "--set", "model.bogus=1", "--set",
+                                     "data.num_inputs=9"), capture_output=True, text=True)
+    assert both.returncode == 2 and "2 problems" in both.stderr, both.stderr
+    assert "bogus" in both.stderr and "at least 10 views" in both.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_from_starts_a_new_run_from_existing_weights(data, trained, tmp_path):
+    run = tmp_path / "finetune"
+    result = subprocess.run(train_args(data, run, "--max-steps", 1, "--set", "training.lr=1e-12", "--set",
+                                       "training.lr_warmup=0", "--init-from", trained / "checkpoints" / "latest.pt"),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "trained to step 1" in result.stderr and "checkpoint" in result.stderr
+    before = torch.load(trained / "checkpoints" / "latest.pt", weights_only=True)["model"]
+    after = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    assert after["step"] == 1 and after["init_from"].endswith("latest.pt")
+    for key, value in before.items():  # one step at lr 1e-12 from the same weights
+        assert torch.allclose(value, after["model"][key], atol=1e-6), key
+
+
+def test_device_cuda_without_cuda_exits_2_writing_nothing(data, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = subprocess.run(train_args(data, tmp_path / "run", "--device", "cuda"), capture_output=True, text=True)
+    assert result.returncode == 2 and "no CUDA device" in result.stderr and not (tmp_path / "run").exists()

@@ -1,6 +1,7 @@
 """What every scenetools command shares: exit codes, one-line errors, --debug, --quiet.
 
-* exit 0 on success, 1 on a runtime failure, 2 on bad usage or bad input, 130 on Ctrl-C;
+* exit 0 on success, 1 on a runtime failure (a full disk: ``FILE: no space left on
+  device``), 2 on bad usage or bad input (a corrupt file too), 130 on Ctrl-C;
 * errors are one line on stderr, ``PROG: error: FILE: PROBLEM``; ``--debug`` adds the
   traceback;
 * progress goes to stderr (tqdm on a terminal, log lines otherwise, nothing with --quiet).
@@ -14,7 +15,7 @@ import traceback
 import click
 
 from .. import progress
-from ..errors import BadInput
+from ..errors import Failure
 
 
 def options(command):
@@ -44,10 +45,10 @@ def entry_point(command: click.Command):
             sys.exit(130)
         except click.ClickException as error:  # bad usage: unknown option, missing file, ...
             fail(prog, f"{error.format_message()} (see {prog} --help)", 2, "--debug" in argv)
-        except BadInput as error:
-            fail(prog, str(error), 2, "--debug" in argv)
-        except KeyboardInterrupt:
-            print(f"{prog}: interrupted", file=sys.stderr)
+        except Failure as error:  # BadInput (2), WriteError (1)
+            fail(prog, str(error), error.exit_status, "--debug" in argv)
+        except KeyboardInterrupt as stop:  # its message says what was saved, if anything
+            print(f"{prog}: {stop or 'interrupted'}", file=sys.stderr)
             sys.exit(130)
         except BrokenPipeError:  # the reader of our stdout went away
             sys.exit(1)

@@ -10,7 +10,7 @@ from ..errors import BadInput
 from ..sources import SOURCES, source_class
 from . import common
 
-SYNTHETIC_OPTIONS = ("scenes", "views", "size", "seed")
+SYNTHETIC_OPTIONS = ("scenes", "views", "size", "seed", "generator_version")
 
 
 @click.command("scene-convert", context_settings={"max_content_width": 100})
@@ -30,6 +30,8 @@ SYNTHETIC_OPTIONS = ("scenes", "views", "size", "seed")
 @click.option("--views", type=click.IntRange(min=1), help="synthetic: views per scene [10].")
 @click.option("--size", type=click.IntRange(min=8), help="synthetic: image side in pixels [64].")
 @click.option("--seed", type=int, help="synthetic: random seed [0]; the same seed gives the same file.")
+@click.option("--generator-version", type=click.IntRange(2, 3),
+              help="synthetic: camera layout [3]; 2 reproduces the older files (one ring of cameras per scene).")
 @common.options
 def command(source_name, paths, codec, splits, limit, workers, shard_size, overwrite, **source_options):
     """Convert a dataset into the scenetools scene file format (formats/scene-h5.md).
@@ -48,7 +50,7 @@ def command(source_name, paths, codec, splits, limit, workers, shard_size, overw
         usage = "IN OUT.h5" if takes_input else "OUT.h5 (it reads no input)"
         raise click.UsageError(f"--from {source_name} takes {usage}")
     if takes_input and source_options:
-        flags = ", ".join(f"--{k}" for k in source_options)
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in source_options)
         raise click.UsageError(f"{flags} only apply to --from synthetic")
     out = paths[-1]
     if out.exists() and not overwrite:

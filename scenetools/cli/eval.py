@@ -5,14 +5,13 @@ import contextlib
 from pathlib import Path
 
 import click
-import torch
 
 from .. import checkpoint as ckpt
-from .. import config as configs
-from ..atomic import atomic_output
+from ..device import pick as pick_device
+from ..atomic import atomic_output, check_new_output, free_name
 from ..errors import BadInput
 from ..scenefile import SceneFile
-from ..train import view_selection
+from ..data import view_selection
 from . import common
 
 
@@ -21,11 +20,15 @@ from . import common
 @click.argument("data", type=click.Path(path_type=Path), metavar="DATA.h5")
 @click.option("--split", default="test", show_default=True, help="Split to evaluate.")
 @click.option("--scenes", "max_scenes", type=click.IntRange(min=1), help="Evaluate only the first N scenes.")
+@click.option("--items-per-scene", type=click.IntRange(min=1), help="Only the first N items of each scene [all: "
+              "the protocols that take each view in turn as the input (nmr, clevr3d) score every one].")
 @click.option("--out", "out", type=click.Path(path_type=Path), metavar="METRICS.json",
               help="Where to write the metrics [RUN_DIR/eval/<data>-<split>.json, or ./metrics.json]; "
                    "the per-scene CSV goes next to it.")
 @click.option("--images", type=click.Path(path_type=Path), metavar="DIR",
               help="Also write prediction, ground truth and error PNGs of every target view.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file or --images folder (a default "
+              "--out never replaces: it takes the next free name).")
 @click.option("--chunk", type=click.IntRange(min=1), default=8192, show_default=True,
               help="Rays decoded at once (memory stays bounded whatever the image size).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
@@ -33,12 +36,18 @@ from . import common
 @click.option("--targets", type=click.Choice(["rest", "all"]),
               help="Score the views that are not inputs (rest: novel views only) or every view "
                    "[the model's protocol].")
+@click.option("--segmentation-scale", type=click.Choice(["subsample", "full"]), default="subsample",
+              show_default=True, help="Input-view ARI on a 64 x 64 grid of pixels (as the ObSuRF reference) or "
+              "on every pixel.")
 @click.option("--config", "preset", help="For a reference model.pt only: its model and config, e.g. srt/msn.")
 @common.options
-def command(source, data, split, max_scenes, out, images, chunk, precision, device, targets, preset):
+def command(source, data, split, max_scenes, items_per_scene, out, images, overwrite, chunk, precision, device, targets, segmentation_scale,
+            preset):
     """Score a checkpoint on full target images: PSNR (all pixels and object pixels, with
     the mean-colour and, for synthetic data, background-only baselines), SSIM, ARI and
-    FG-ARI (models that segment), LPIPS when its weights are already on this machine.
+    FG-ARI (models that segment: on the target views, on the input view, and at the true
+    surface points for models that segment 3D points, each next to random slots), depth
+    error (models that predict depth), LPIPS when its weights are already on this machine.
 
     \b
     Examples:
@@ -49,22 +58,22 @@ def command(source, data, split, max_scenes, out, images, chunk, precision, devi
     """
     from ..evaluate import evaluate, report, summary_table, write_outputs
 
-    reference = None
-    if preset:
-        model_name = preset.split("/")[0]
-        reference = (model_name, configs.resolve(model_name, preset))
-    model, checkpoint, run = ckpt.load_model(source, reference_config=reference)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    for given in (out, images):
+        if given:
+            check_new_output(given, overwrite)
+    model, checkpoint, run = ckpt.load_model(source, reference_preset=preset)
+    device = pick_device(device)
     model.to(device)
     scenes = SceneFile(data)
     scenes.split(split)  # a clear error for a missing split
-    out = out or (run / "eval" / f"{data.stem}-{split}.json" if run else Path("metrics.json"))
+    out = out or free_name(run / "eval" / f"{data.stem}-{split}.json" if run else Path("metrics.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:  # the images folder appears only when complete
         images_tmp = stack.enter_context(atomic_output(images)) if images else None
         data_config = dict(checkpoint["config"]["data"], **({"targets": targets} if targets else {}))
         summary, rows = evaluate(model, scenes, split, data_config, device, max_scenes, chunk, precision,
-                                 images_tmp)
+                                 images_tmp, segmentation_size=64 if segmentation_scale == "subsample" else None,
+                                 items_per_scene=items_per_scene)
         if not rows:
             raise BadInput(f"no items to evaluate in split {split!r}", data)
     name = run.name if run else Path(source).stem

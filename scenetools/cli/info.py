@@ -36,8 +36,10 @@ def command(path, grid, grid_scenes, grid_views):
     if grid:
         indices = np.unique(np.linspace(0, scenes.num_scenes - 1, min(grid_scenes, scenes.num_scenes)).round().astype(int))
         sheet = contact_sheet(scenes, indices, grid_views)
+        # Encoded in memory: imageio writing to a file on a full disk fails a second time at exit.
+        image = iio.imwrite("<bytes>", sheet, extension=grid.suffix or ".png")
         with atomic_output(grid) as tmp:
-            iio.imwrite(tmp, sheet)
+            tmp.write_bytes(image)
         click.echo(f"contact sheet   {grid}")
 
 

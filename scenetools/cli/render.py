@@ -1,23 +1,26 @@
 """scene-render: frames along a camera path, to a folder or as a stream on stdout."""
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 import sys
 from pathlib import Path
 
 import click
 import numpy as np
-import torch
 
 from .. import camera_paths
 from .. import checkpoint as ckpt
-from ..atomic import atomic_output, remove
-from ..data import SceneDataset, ViewSelection
+from ..device import pick as pick_device
+from ..atomic import atomic_output, check_new_output, remove, safe_name
+from ..data import SceneDataset, ViewSelection, view_selection
 from ..errors import BadInput
 from ..framestream import encode_frame, write_folder_frame
+from ..models.base import encode_for_inference, encoder_inputs
 from ..progress import progress
 from ..render import render_path, to_uint8
 from ..scenefile import SceneFile
-from ..train import view_selection
 from . import common
 
 
@@ -68,9 +71,11 @@ def data_of_run(checkpoint: dict, run: Path | None, source) -> Path:
 @click.option("--fade", is_flag=True, help="Ease in and out (constant acceleration over the first and last 20%).")
 @click.option("--size", help="HEIGHTxWIDTH of the frames [the data's].")
 @click.option("--outputs", default="rgb", show_default=True,
-              help="Comma-separated: rgb, segmentation (OSRT), depth (models that predict it), input.")
+              help="Comma-separated: rgb, segmentation (OSRT, ObSuRF), depth and slots (ObSuRF: each slot "
+                   "rendered alone, side by side), input.")
 @click.option("-o", "--out", help="Folder of PNGs, or - for a frame stream on stdout [a stream when stdout is "
               "a pipe, else RUN_DIR/renders/<motion>-<scene>].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing -o folder.")
 @click.option("--save-path", type=click.Path(path_type=Path), help="Also write the camera path as a nerfstudio "
               "camera_path.json, to edit and render again with --motion path.")
 @click.option("--fps", type=float, default=30, show_default=True, help="Recorded in --save-path.")
@@ -78,7 +83,7 @@ def data_of_run(checkpoint: dict, run: Path | None, source) -> Path:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
 @click.option("--config", "preset", help="For a reference model.pt only: its model and config, e.g. osrt/msn.")
 @common.options
-def command(source, data, scene, motion, path_file, frames, fade, size, outputs, out, save_path, fps, chunk,
+def command(source, data, scene, motion, path_file, frames, fade, size, outputs, out, overwrite, save_path, fps, chunk,
             device, preset):
     """Render frames of a scene along a camera path: the reference motions (rotate, zoom,
     closeup, rotate_and_closeup, eyeroll), a spiral, or a nerfstudio camera_path.json.
@@ -91,17 +96,20 @@ def command(source, data, scene, motion, path_file, frames, fade, size, outputs,
       scene-render run --motion spiral --save-path path.json -o /dev/null; scene-render run --motion path --path path.json
     """
     wanted = [o.strip() for o in outputs.split(",") if o.strip()]
-    unknown = set(wanted) - {"rgb", "segmentation", "depth", "input"}
+    unknown = set(wanted) - {"rgb", "segmentation", "depth", "slots", "input"}
     if unknown or not wanted:
         raise click.BadParameter(f"unknown outputs {sorted(unknown)}", param_hint="--outputs")
     if (motion == "path") != (path_file is not None):
         raise click.UsageError("--motion path needs --path FILE (and --path needs --motion path)")
-    reference = None
-    if preset:
-        from .. import config as configs
-        reference = (preset.split("/")[0], configs.resolve(preset.split("/")[0], preset))
-    model, checkpoint, run = ckpt.load_model(source, reference_config=reference)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(device)
+    to_stream = out == "-" or (out is None and stdout_is_pipe()) or (out is not None and is_device_file(out))
+    if out is not None and not to_stream:
+        check_new_output(out, overwrite)
+    model, checkpoint, run = ckpt.load_model(source, reference_preset=preset)
+    missing = [name for name in wanted if name not in ("input", "rgb") and OUTPUT_OF.get(name, name) not in model.outputs]
+    if missing:
+        raise BadInput(f"model {checkpoint['model_name']} does not predict {', '.join(missing)} "
+                       f"(it predicts rgb{''.join(', ' + o for o in model.outputs)})")
     model.to(device).eval()
     scenes = SceneFile(data or data_of_run(checkpoint, run, source))
     index = find_scene(scenes, scene)
@@ -123,39 +131,45 @@ def command(source, data, scene, motion, path_file, frames, fade, size, outputs,
         with atomic_output(save_path) as tmp:
             camera_paths.save_camera_path(path, height, width, fps, tmp)
 
-    with torch.no_grad():
-        latent = model.encode(**{k: v[None].to(device) for k, v in item.items()})
-    frames_out = render_path(model, latent, path, height, width, device, chunk)
+    latent = encode_for_inference(model, {k: v[None].to(device) for k, v in encoder_inputs(item).items()})
+    frames_out = render_path(model, latent, path, height, width, item["render_range"].tolist(), device, chunk,
+                             outputs=[OUTPUT_OF.get(name, name) for name in wanted if name not in ("input", "rgb")])
     inputs_uint8 = [to_uint8(image.permute(1, 2, 0)) for image in item["input_images"]]
-    to_stream = out == "-" or (out is None and not sys.stdout.isatty())
     if to_stream:
-        write_stream(frames_out, wanted, inputs_uint8, len(path), model)
+        with open(out, "wb") if out not in (None, "-") else contextlib.nullcontext(sys.stdout.buffer) as stream:
+            write_stream(frames_out, wanted, inputs_uint8, len(path), stream)
     else:
-        folder = Path(out) if out else (run or Path(".")) / "renders" / f"{motion}-{scenes.names[index].replace('/', '_')}"
-        write_folder(frames_out, wanted, inputs_uint8, len(path), folder, model)
+        folder = Path(out) if out else (run or Path(".")) / "renders" / safe_name(f"{motion}-{scenes.names[index]}")
+        write_folder(frames_out, wanted, inputs_uint8, len(path), folder)
         click.echo(str(folder))
 
 
-def _check_outputs(pictures: dict, wanted: list, model) -> None:
-    missing = [name for name in wanted if name != "input" and name not in pictures]
-    if missing:
-        raise BadInput(f"model {type(model).__name__} does not predict {', '.join(missing)}")
+#: ``--outputs`` name -> the model output it shows
+OUTPUT_OF = {"slots": "slot_rgb"}
 
 
-def write_stream(frames, wanted, inputs, count, model) -> None:
-    stdout = sys.stdout.buffer
+def stdout_is_pipe() -> bool:
+    """Frames stream to stdout only into a pipe, never into a terminal or a file."""
+    return stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
+
+
+def is_device_file(path) -> bool:
+    """``-o /dev/null`` and the like: a stream target, not a folder."""
+    return Path(path).exists() and stat.S_ISCHR(os.stat(path).st_mode)
+
+
+def write_stream(frames, wanted, inputs, count, stream) -> None:
     if "input" in wanted:
         for i, image in enumerate(inputs):
-            stdout.write(encode_frame(image, "input", i, count))
+            stream.write(encode_frame(image, "input", i, count))
     for k, pictures in enumerate(progress(frames, total=count, desc="rendering", unit="frames")):
-        _check_outputs(pictures, wanted, model)
         for name in wanted:
             if name != "input":
-                stdout.write(encode_frame(pictures[name], name, k, count))
-        stdout.flush()
+                stream.write(encode_frame(pictures[name], name, k, count))
+        stream.flush()
 
 
-def write_folder(frames, wanted, inputs, count, folder: Path, model) -> None:
+def write_folder(frames, wanted, inputs, count, folder: Path) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(folder) as tmp:
         remove(tmp)  # left over from an interrupted run
@@ -164,7 +178,6 @@ def write_folder(frames, wanted, inputs, count, folder: Path, model) -> None:
             for i, image in enumerate(inputs):
                 write_folder_frame(tmp, image, "input", i)
         for k, pictures in enumerate(progress(frames, total=count, desc="rendering", unit="frames")):
-            _check_outputs(pictures, wanted, model)
             for name in wanted:
                 if name != "input":
                     write_folder_frame(tmp, pictures[name], name, k)

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
+import torch
 
+from .. import checkpoint as ckpt
 from .. import config as configs
 from .. import distributed
+from ..device import pick as pick_device
 from ..errors import BadInput
-from ..models import MODELS
+from ..models import model_names
+from ..progress import note
 from ..scenefile import SceneFile
 from . import common
 
@@ -23,7 +28,7 @@ def default_preset(source: str) -> str | None:
 
 
 @click.command("scene-train", context_settings={"max_content_width": 100})
-@click.argument("model", type=click.Choice(sorted(MODELS)))
+@click.argument("model", type=click.Choice(model_names()))
 @click.argument("data", type=click.Path(path_type=Path), metavar="DATA.h5")
 @click.option("--config", "preset", help="A shipped preset (nmr, srt/msn, ...) or a YAML file. "
               "Default: the preset for the data's source.")
@@ -38,10 +43,14 @@ def default_preset(source: str) -> str | None:
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option("--wandb", is_flag=True, help="Also log to Weights & Biases (needs wandb).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
+@click.option("--init-from", type=click.Path(path_type=Path), metavar="CKPT",
+              help="Start a new run from these weights (same model and sizes; fresh optimizer), e.g. to "
+                   "fine-tune a shipped checkpoint. Ignored when the run folder resumes.")
 @click.option("--dry-run", is_flag=True, help="Build the model and data, print the model, its parameter count "
               "and one batch's shapes, and exit.")
 @common.options
-def command(model, data, preset, overrides, run_dir, gpus, max_steps, precision, compile_, wandb, device, dry_run):
+def command(model, data, preset, overrides, run_dir, gpus, max_steps, precision, compile_, wandb, device, init_from,
+            dry_run):
     """Train MODEL on DATA.h5, writing checkpoints, metrics and renders to a run folder.
 
     Under torchrun (one node or several) it joins the process group from the environment;
@@ -69,8 +78,15 @@ def command(model, data, preset, overrides, run_dir, gpus, max_steps, precision,
         config["training"]["precision"] = precision
     run_dir = run_dir or Path("outputs") / data.stem / model / Path(preset).stem
     options = Options(precision=config["training"]["precision"], compile=compile_, wandb=wandb, dry_run=dry_run,
-                      device=device)
+                      device=device, init_from=str(init_from) if init_from else None)
+    pick_device(device)  # --device cuda without CUDA: refused before anything starts
+    if init_from:
+        ckpt.load(init_from)  # a missing or unreadable checkpoint: refused before anything is written
     if gpus > 1 and not distributed.under_launcher():
+        if device != "cuda" and not torch.cuda.is_available():
+            note(f"no GPU here: --gpus {gpus} starts {gpus} CPU processes sharing {os.cpu_count()} cores")
+        elif torch.cuda.device_count() < gpus:
+            raise BadInput(f"--gpus {gpus}: this machine has {torch.cuda.device_count()} GPUs")
         distributed.launch(gpus, worker, model, str(data), config, str(run_dir), options)
     else:
         worker(model, str(data), config, str(run_dir), options)
@@ -80,14 +96,20 @@ def command(model, data, preset, overrides, run_dir, gpus, max_steps, precision,
 
 def worker(model, data, config, run_dir, options) -> None:
     """One training process (the target of the elastic launcher)."""
-    import torch
-
     from ..train import train
 
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if local_world > 1 and options.device != "cuda":  # share the cores between local CPU workers
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-    train(model, data, config, run_dir, options)
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        train(model, data, config, run_dir, options)
+        return
+    try:  # one of several processes: report a stop once, from rank 0, and exit as one process would
+        train(model, data, config, run_dir, options)
+    except KeyboardInterrupt as stop:
+        if os.environ.get("RANK") == "0":
+            print(f"scene-train: {stop or 'interrupted'}", file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 main = common.entry_point(command)

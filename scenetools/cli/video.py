@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..atomic import atomic_output
+from ..atomic import atomic_output, check_new_output, free_name
 from ..errors import BadInput
 from ..framestream import OUTPUTS, load_png, read_folder, read_stream
 from ..progress import progress
@@ -50,11 +50,13 @@ def _with_input(images, inputs):
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Video file [video.mp4, or video.gif with --gif].")
 @click.option("--fps", type=click.FloatRange(min=1), default=30, show_default=True)
 @click.option("--gif", is_flag=True, help="A palette GIF instead of h264 mp4.")
-@click.option("--layout", default="input,rgb,segmentation,depth", show_default=True,
+@click.option("--layout", default="input,rgb,segmentation,depth,slots", show_default=True,
               help="Panels side by side, left to right; those the frames lack are left out.")
 @click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True, help="h264 quality (lower is better).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing -o file (the default name never replaces: "
+              "video.mp4 becomes video-1.mp4, ...).")
 @common.options
-def command(source, out, fps, gif, layout, crf):
+def command(source, out, fps, gif, layout, crf, overwrite):
     """Compile frames into a video with labelled side-by-side panels (input view, render,
     segmentation, depth), using the ffmpeg that ships in imageio-ffmpeg.
 
@@ -74,7 +76,9 @@ def command(source, out, fps, gif, layout, crf):
         frames = frames_from_stream(sys.stdin.buffer)
     else:
         frames = frames_from_folder(source)
-    out = out or Path("video.gif" if gif else "video.mp4")
+    if out is not None:
+        check_new_output(out, overwrite)
+    out = out or free_name(Path("video.gif" if gif else "video.mp4"))
     with atomic_output(out) as tmp:
         writer = VideoWriter(tmp, fps=fps, gif=gif, crf=crf)
         try:

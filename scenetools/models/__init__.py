@@ -1,24 +1,70 @@
-"""Models: shared layers (``layers``) and one module per model.
+"""Models: the interface they share (``base``), shared layers (``layers``), one module per model.
 
-``build_model(name, config)`` builds a model from the ``model`` section of a run config.
-Every model has ``encode(**batch) -> scene`` (a dict of tensors) and
-``decode(scene, camera_pos [B, R, 3], rays [B, R, 3]) -> {"rgb": [B, R, 3], ...}`` on
-world-frame rays, so training, evaluation and rendering treat them alike.
+Every model is a :class:`~scenetools.models.base.SceneModel`: ``encode`` the input views,
+``render`` world-frame rays, and a training objective (``forward(batch, step)``); see
+``base.py`` for shapes. ``build_model(name, config)`` builds one from the ``model`` section
+of a run config.
+
+Models outside this package join the registry with :func:`register`, from a module named in
+the ``SCENETOOLS_PLUGINS`` environment variable (comma-separated module names, imported when
+the registry is first read) or from a package's ``scenetools.models`` entry point; every
+command then trains, evaluates and renders them like the shipped ones.
 """
 from __future__ import annotations
 
+import importlib
+import os
+
 from ..errors import BadInput
+from .base import SceneModel
+from .obsurf import ObSuRF
 from .osrt import OSRT
 from .srt import SRT
 
 #: model name -> class. ``isrt`` is SRT built from the improved encoder and decoder.
-MODELS = {"srt": SRT, "isrt": SRT, "osrt": OSRT}
+MODELS = {"srt": SRT, "isrt": SRT, "osrt": OSRT, "obsurf": ObSuRF}
+_plugins_loaded = False
+
+
+def register(name: str, cls: type) -> type:
+    """Add a model class (a SceneModel subclass) under ``name``."""
+    if not (isinstance(cls, type) and issubclass(cls, SceneModel)):
+        raise TypeError(f"{cls!r} is not a SceneModel subclass")
+    MODELS[name] = cls
+    return cls
+
+
+def model_names() -> list:
+    """Every registered model name, plugins included."""
+    _load_plugins()
+    return sorted(MODELS)
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for module in filter(None, (m.strip() for m in os.environ.get("SCENETOOLS_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise BadInput(f"SCENETOOLS_PLUGINS: cannot import {module!r} ({error})") from None
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="scenetools.models"):
+        register(entry.name, entry.load())
 
 
 def build_model(name: str, config: dict):
+    """The model ``name`` built from the ``model`` section of a config."""
+    _load_plugins()
     if name not in MODELS:
-        raise BadInput(f"unknown model {name!r} (known: {', '.join(MODELS)})")
-    return MODELS[name](**config)
+        raise BadInput(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})")
+    try:
+        return MODELS[name](**config)
+    except TypeError as error:  # an unknown or missing key in the model section
+        raise BadInput(f"model {name!r}: bad config ({error})") from None
 
 
 def count_parameters(model) -> int:

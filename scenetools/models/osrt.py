@@ -21,7 +21,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import SceneModel
 from .layers import RayEncoder, linear, mlp
+from .reference import map_state_dict
 from .srt import RayPredictor, SRTEncoder
 
 
@@ -130,8 +132,11 @@ class SpatialBroadcastDecoder(nn.Module):
 DECODERS = {"slot_mixer": SlotMixerDecoder, "spatial_broadcast": SpatialBroadcastDecoder}
 
 
-class OSRT(nn.Module):
-    """Config (the ``model`` section)::
+class OSRT(SceneModel):
+    """Trains on the default objective (RGB MSE); its decoder's mixing weights are the
+    segmentation.
+
+    Config (the ``model`` section)::
 
         encoder: {num_conv_blocks: 3, num_att_blocks: 5, pos_start_octave: -5, dim: 768, ...}
         slot_attention: {num_slots, slot_dim: 1536, hidden_dim: 3072, iters: 1,
@@ -139,6 +144,8 @@ class OSRT(nn.Module):
         decoder: {type: slot_mixer | spatial_broadcast, num_att_blocks: 2, pos_start_octave: -5}
         init: reference | torch      # torch: PyTorch's defaults everywhere
     """
+
+    outputs = ("segmentation",)
 
     def __init__(self, encoder: dict, slot_attention: dict, decoder: dict, init: str = "reference"):
         super().__init__()
@@ -151,12 +158,16 @@ class OSRT(nn.Module):
         decoder_cls = DECODERS[decoder.pop("type", "slot_mixer")]
         self.decoder = decoder_cls(slot_dim=slot_attention.get("slot_dim", 1536), init_scheme=scheme, **decoder)
 
-    def encode(self, input_images, input_camera_pos, input_rays, **_) -> dict:
+    def encode(self, inputs: dict) -> dict:
         """World-frame input views -> {"slots": [B, S, slot_dim]}."""
-        return {"slots": self.slot_attention(self.encoder(input_images, input_camera_pos, input_rays))}
+        tokens = self.encoder(inputs["input_images"], inputs["input_camera_pos"], inputs["input_rays"])
+        return {"slots": self.slot_attention(tokens)}
 
-    def decode(self, scene: dict, camera_pos, rays) -> dict:
+    def render(self, scene: dict, camera_pos, rays, near=None, far=None, outputs=None) -> dict:
+        """{"rgb": [B, R, 3], "segmentation": [B, R, S]} of world-frame rays [B, R, 3]."""
         return self.decoder(scene["slots"], camera_pos, rays)
 
-    def forward(self, batch: dict) -> dict:
-        return self.decode(self.encode(**batch), batch["target_camera_pos"], batch["target_rays"])
+    @classmethod
+    def from_reference(cls, reference: dict) -> dict:
+        """Our state dict from a stelzner/osrt ``model.pt``."""
+        return map_state_dict(reference)

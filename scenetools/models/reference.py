@@ -1,8 +1,9 @@
-"""Load checkpoints trained with the reference implementations (stelzner/srt, stelzner/osrt).
+"""Load checkpoints trained with the reference implementations.
 
-Their ``model.pt`` holds ``encoder`` and ``decoder`` state dicts (plus optimizer and
-counters). The layers are the same as ours; only the names differ, so a list of renaming
-rules maps every reference key onto ours, and the shapes must then match exactly.
+Each model class maps its reference's weights onto its own names (``from_reference``); this
+module checks the result against a freshly built model. stelzner/srt and stelzner/osrt save
+``encoder`` and ``decoder`` state dicts (plus optimizer and counters) with the same layers as
+ours under other names, so for them a list of renaming rules maps every key.
 """
 from __future__ import annotations
 
@@ -61,8 +62,11 @@ def from_reference(reference: dict, model_name: str, config: dict) -> dict:
     """
     from . import build_model
 
-    state = map_state_dict(reference)
-    expected = build_model(model_name, config["model"]).state_dict()
+    model = build_model(model_name, config["model"])
+    if not hasattr(model, "from_reference"):
+        raise BadInput(f"model {model_name!r} has no reference checkpoint format")
+    state = model.from_reference(reference)
+    expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:

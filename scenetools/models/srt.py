@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import SceneModel
+from .reference import map_state_dict
 from .layers import ConvBlock, RayEncoder, Transformer, mlp
 
 #: Largest patch grid the learned patch embedding covers (CLEVR 240x320 / 16).
@@ -130,8 +132,9 @@ class ImprovedDecoder(nn.Module):
 DECODERS = {"lightfield": LightFieldDecoder, "isrt": ImprovedDecoder}
 
 
-class SRT(nn.Module):
+class SRT(SceneModel):
     """Encoder + decoder, with the canonical frame handled here so callers stay in world space.
+    Trains on the default objective (RGB MSE of rendered target rays).
 
     Config (the ``model`` section of a run config)::
 
@@ -149,24 +152,27 @@ class SRT(nn.Module):
         self.decoder = decoder_cls(z_dim=encoder.get("dim", 768), **decoder)
         self.canonical_frame = canonical_frame
 
-    def encode(self, input_images, input_camera_pos, input_rays, input_camera_to_world, **_) -> dict:
+    def encode(self, inputs: dict) -> dict:
         """Scene representation of the input views (world-frame cameras):
         {"tokens": [B, N, dim], "world_to_frame": [B, 4, 4] (identity without canonical frame)}."""
-        B = input_images.shape[0]
+        rays, c2w = inputs["input_rays"], inputs["input_camera_to_world"]
         if self.canonical_frame:
-            world_to_frame = rigid_inverse(input_camera_to_world[:, 0])
+            world_to_frame = rigid_inverse(c2w[:, 0])
         else:
-            world_to_frame = torch.eye(4, dtype=input_rays.dtype, device=input_rays.device).expand(B, 4, 4)
-        pos, rays = to_frame(world_to_frame, input_camera_pos, input_rays)
-        return {"tokens": self.encoder(input_images, pos, rays), "world_to_frame": world_to_frame}
+            world_to_frame = torch.eye(4, dtype=rays.dtype, device=rays.device).expand(len(rays), 4, 4)
+        pos, rays = to_frame(world_to_frame, inputs["input_camera_pos"], rays)
+        return {"tokens": self.encoder(inputs["input_images"], pos, rays), "world_to_frame": world_to_frame}
 
-    def decode(self, scene: dict, camera_pos, rays) -> dict:
-        """Colours of world-frame rays: camera_pos, rays [B, R, 3] -> {"rgb": [B, R, 3]}."""
+    def render(self, scene: dict, camera_pos, rays, near=None, far=None, outputs=None) -> dict:
+        """Colours of world-frame rays: camera_pos, rays [B, R, 3] -> {"rgb": [B, R, 3]}. A light
+        field needs no near/far."""
         pos, rays = to_frame(scene["world_to_frame"], camera_pos, rays)
         return self.decoder(scene["tokens"], pos, rays)
 
-    def forward(self, batch: dict) -> dict:
-        return self.decode(self.encode(**batch), batch["target_camera_pos"], batch["target_rays"])
+    @classmethod
+    def from_reference(cls, reference: dict) -> dict:
+        """Our state dict from a stelzner/srt ``model.pt``."""
+        return map_state_dict(reference)
 
 
 def rigid_inverse(c2w: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,21 @@ SOURCES = {
 }
 
 
+#: source name -> "module:function" that gives the baseline renders a scene file of that
+#: source allows: {name: render(c2w [V, 4, 4], K [V, 3, 3], H, W) -> uint8 [V, H, W, 3]}.
+BASELINES = {"synthetic": "scenetools.sources.synthetic:baselines"}
+
+
+def baselines(scenes) -> dict:
+    """The baseline renderers of a scene file (``scenes.source``), by name; scene-eval scores
+    each on the same pixels as the model (``baseline_<name>_psnr``)."""
+    entry = BASELINES.get(scenes.source.split(":")[0])
+    if entry is None:
+        return {}
+    module, function = entry.split(":")
+    return getattr(importlib.import_module(module), function)(scenes)
+
+
 def source_class(name: str):
     module, cls = SOURCES[name].split(":")
     return getattr(importlib.import_module(module), cls)

@@ -2,14 +2,23 @@
 
 A z-up world with a ground plane at z = 0 and 2 to 6 spheres, cubes and cylinders standing
 on it, lit by one directional light with hard shadows (Lambertian shading) under a sky
-gradient with distance haze. Cameras sit on a ring around the z axis, one in each equal
-sector of azimuth at a random angle inside it, and look at the origin. Rendering is exact
-ray casting through pixel centres, vectorised in torch over whole batches of scenes, so
-depth and instance masks are exact too.
+gradient with distance haze. There is one camera in each equal sector of azimuth about the
+z axis, at a random angle inside it, looking at the origin (z up, 40° horizontal field of
+view). In generator version 3 (the default) every camera also has its own distance from the
+origin, 5.8 to 12, and elevation, 10° to 40° above the horizon (so heights of 1.0 to 7.7):
+the data covers the cameras of the ``rotate_and_closeup`` motion (6.2 to 6.6 from the
+centre at 14° to 24°) as well as the old ring's, and the horizon sits at a different height
+in every view. Version 2 put all the cameras of a scene on one ring, 10 from the z axis at
+one height per scene (3.5 to 6); ``generator_version=2`` (``scene-convert
+--generator-version 2``) still makes exactly those files.
+Rendering is exact ray casting through pixel centres, vectorised in torch over whole
+batches of scenes, so depth and instance masks are exact too.
 
-Scene ``i`` of a file depends only on (seed, i): the same seed gives the same file, and
-:func:`sample_scene` recreates any scene's objects. :func:`render` with no objects gives the
-background-only image of the same cameras, the baseline a model must beat on object pixels.
+Scene ``i`` of a file depends only on (seed, i) and the generator version: the same seed
+gives the same file, and :func:`sample_scene` recreates any scene's objects and cameras
+(both versions place the same objects and azimuths; only the cameras' distances and
+heights differ). :func:`render` with no objects gives the background-only image of the same
+cameras, the baseline a model must beat on object pixels.
 """
 from __future__ import annotations
 
@@ -23,9 +32,17 @@ from .. import cameras
 from ..scenefile import Scene
 from . import SceneRef, SourceInfo
 
-#: Bump when anything below changes the rendered images; written to the file so the
-#: background baseline is only recomputed for files it matches.
-GENERATOR_VERSION = 2
+#: Bump when anything below changes the rendered images; written to the file (as
+#: ``source_info["generator_version"]``). Version 1 spaced the cameras evenly on the ring,
+#: version 2 put one per azimuth sector at a random angle in it, version 3 gives each camera
+#: its own distance and height.
+GENERATOR_VERSION = 3
+#: The versions :class:`SyntheticSource` can generate, each exactly as it always did.
+GENERATOR_VERSIONS = (2, 3)
+#: Versions whose images have the ground, sky, haze and light :func:`background` renders:
+#: they differ only in where the cameras stand, so ``background`` of a file's cameras is
+#: exact for any of them.
+BACKGROUND_VERSIONS = (1, 2, 3)
 
 SHAPES = ("sphere", "cube", "cylinder")
 COLORS = np.array([  # CLEVR's palette
@@ -36,6 +53,16 @@ SKY_HORIZON, SKY_ZENITH = np.array([0.80, 0.85, 0.92]), np.array([0.42, 0.58, 0.
 HAZE_DISTANCE = 45.0  # ground colour fades towards the horizon sky over about this distance
 LIGHT_DIRECTION = np.array([-0.45, -0.35, 0.82]) / np.linalg.norm([-0.45, -0.35, 0.82])  # towards the light
 AMBIENT = 0.35
+# Version 3: per camera, uniform. Distances reach 0.4 below the 6.19 from the centre that
+# rotate_and_closeup brings a version-2 camera (radius 10, height 3.5) to, and beyond the
+# ring's 10.6 to 11.7; elevations (angle above the horizon, seen from the origin) reach
+# below the motion's 14.3 to 23.6 degrees and above the ring's 19.3 to 31. No object surface lies farther than
+# |(3.5 * sqrt(2), 1.8)| = 5.27 from the origin (a cube's top corner), so every camera stays
+# more than RENDER_RANGE's near bound of 0.5 from every surface; at 5.8 at least 70% of the
+# placement area is in view. The horizon is in view below 20 degrees (a third of the views).
+CAMERA_DISTANCE = (5.8, 12.0)  # from the origin, the point every camera looks at
+CAMERA_ELEVATION_DEGREES = (10.0, 40.0)  # heights 1.0 (5.8 at 10 degrees) to 7.7 (12 at 40)
+# Version 2: one ring per scene.
 RING_RADIUS = 10.0
 RING_HEIGHT = (3.5, 6.0)  # per scene, so the horizon moves between scenes
 HORIZONTAL_FOV_DEGREES = 40.0
@@ -60,8 +87,11 @@ class SceneObjects:
         return len(self.shape)
 
 
-def sample_scene(seed: int, index: int, num_views: int, size: int):
-    """Objects and cameras of scene ``index``: (SceneObjects, c2w [V, 4, 4], K [V, 3, 3])."""
+def sample_scene(seed: int, index: int, num_views: int, size: int, generator_version: int = GENERATOR_VERSION):
+    """Objects and cameras of scene ``index`` as ``generator_version`` makes them:
+    (SceneObjects, c2w [V, 4, 4], K [V, 3, 3])."""
+    if generator_version not in GENERATOR_VERSIONS:
+        raise ValueError(f"generator version {generator_version} is not one of {GENERATOR_VERSIONS}")
     rng = np.random.default_rng([seed, index])
     count = int(rng.integers(2, MAX_OBJECTS + 1))
     shapes, colors = rng.integers(0, len(SHAPES), count), rng.integers(0, len(COLORS), count)
@@ -81,12 +111,21 @@ def sample_scene(seed: int, index: int, num_views: int, size: int):
     position = np.concatenate([np.array(centres).reshape(-1, 2), sizes[keep, None]], axis=1)
     objects = SceneObjects(shapes[keep], colors[keep], position, sizes[keep], angles[keep])
 
-    phase, height = rng.uniform(0, 2 * math.pi), rng.uniform(*RING_HEIGHT)
     # Stratified azimuths: one camera per 360/V degree sector, at a random place inside it.
     # Evenly spaced cameras would only ever show a model V relative poses, and it would render
     # nothing sensible in between (an orbit video would lose the objects half of the time).
+    # Both versions draw the phase, a ring height and the azimuths, so a scene has the same
+    # objects and azimuths in both; version 3 then gives each camera its own distance and
+    # elevation instead of the scene's ring.
+    phase, ring_height = rng.uniform(0, 2 * math.pi), rng.uniform(*RING_HEIGHT)
     azimuth = phase + 2 * math.pi * (np.arange(num_views) + rng.uniform(-0.5, 0.5, num_views)) / num_views
-    eyes = np.stack([RING_RADIUS * np.cos(azimuth), RING_RADIUS * np.sin(azimuth), np.full(num_views, height)], -1)
+    if generator_version == 2:  # one ring per scene
+        radius, height = np.full(num_views, RING_RADIUS), np.full(num_views, ring_height)
+    else:
+        distance = rng.uniform(*CAMERA_DISTANCE, num_views)
+        elevation = np.radians(rng.uniform(*CAMERA_ELEVATION_DEGREES, num_views))
+        radius, height = distance * np.cos(elevation), distance * np.sin(elevation)
+    eyes = np.stack([radius * np.cos(azimuth), radius * np.sin(azimuth), height], -1)
     c2w = cameras.look_at(eyes, np.zeros(3))
     focal = cameras.focal_from_fov(math.radians(HORIZONTAL_FOV_DEGREES), size)
     K = np.broadcast_to(cameras.intrinsics(focal, focal, size / 2, size / 2), (num_views, 3, 3)).copy()
@@ -156,37 +195,47 @@ def _cast(origins, dirs, objects):
     S, R, _ = dirs.shape
     centre, present = objects["position"], objects["shape"] >= 0
     radius = _BOUNDING_RADIUS[objects["shape"].clamp_min(0)] * objects["size"]
-    # Ray-to-bounding-sphere test for all (scene, object, ray) at once, from dot products.
-    c_dot_d = torch.bmm(centre, dirs.transpose(1, 2))  # [S, K, R]
-    o_dot_c = torch.bmm(centre, origins.transpose(1, 2))
-    o_dot_d = (origins * dirs).sum(-1)[:, None]
-    b = o_dot_d - c_dot_d  # (o - c) . d
-    oc2 = (origins * origins).sum(-1)[:, None] - 2 * o_dot_c + (centre * centre).sum(-1)[..., None]
-    disc = b * b - oc2 + radius[..., None] ** 2
-    candidate = (disc > 0) & (torch.sqrt(disc.clamp_min(0)) - b > 0) & present[..., None]
-    s_idx, k_idx, r_idx = torch.nonzero(candidate, as_tuple=True)
+    # Ray-to-bounding-sphere test for all (scene, object, ray) at once, from dot products:
+    # disc = b^2 - |o - c|^2 + radius^2 with b = (o - c) . d, the same float operations in
+    # the same order as ever, but in place, [S, K, R] buffers being the bulk of the work.
+    b = torch.bmm(centre, dirs.transpose(1, 2))  # c . d
+    torch.sub((origins * dirs).sum(-1)[:, None], b, out=b)  # (o - c) . d
+    oc2 = torch.bmm(centre, origins.transpose(1, 2)).mul_(2)  # 2 o . c
+    torch.sub((origins * origins).sum(-1)[:, None], oc2, out=oc2).add_((centre * centre).sum(-1)[..., None])
+    disc = (b * b).sub_(oc2).add_(radius[..., None] ** 2)
+    # Candidates as flat indices (s * K + k) * R + r, in (s, k, r) order: rays through an
+    # object's bounding sphere ...
+    K = centre.shape[1]
+    flat = torch.nonzero(((disc > 0) & present[..., None]).view(-1)).squeeze(1)
+    # ... that is not wholly behind their origin: sqrt(disc) - b > 0, only on those few.
+    flat = flat[torch.sqrt(disc.view(-1)[flat]) - b.view(-1)[flat] > 0]
+    sk, r_idx = flat // R, flat % R  # (scene, object) and ray
+    k_idx = sk % K
+    sr = sk // K * R + r_idx  # (scene, ray)
 
-    t_all = torch.full((S, objects["shape"].shape[1], R), torch.inf)
-    normals = torch.zeros(len(s_idx), 3)
-    t_hit = torch.full((len(s_idx),), torch.inf)
-    shape = objects["shape"][s_idx, k_idx]
+    t_all = torch.full((S, K, R), torch.inf)
+    normals = torch.zeros(len(flat), 3)
+    t_hit = torch.full((len(flat),), torch.inf)
+    shape = objects["shape"].reshape(-1)[sk]
+    flat_origins, flat_dirs, flat_centres = origins.reshape(-1, 3), dirs.reshape(-1, 3), centre.reshape(-1, 3)
     for shape_id, intersect in enumerate(_INTERSECT):
         sel = torch.nonzero(shape == shape_id, as_tuple=True)[0]
         if not len(sel):
             continue
-        s, k, r = s_idx[sel], k_idx[sel], r_idx[sel]
-        rot = _rotation_z(objects["angle"][s, k])
-        o_local = torch.bmm((origins[s, r] - centre[s, k])[:, None], rot)[:, 0]
-        d_local = torch.bmm(dirs[s, r][:, None], rot)[:, 0]
-        t, n_local = intersect(o_local, d_local, objects["size"][s, k])
+        obj, ray = sk[sel], sr[sel]
+        rot = _rotation_z(objects["angle"].reshape(-1)[obj])
+        o_local = torch.bmm((flat_origins[ray] - flat_centres[obj])[:, None], rot)[:, 0]
+        d_local = torch.bmm(flat_dirs[ray][:, None], rot)[:, 0]
+        t, n_local = intersect(o_local, d_local, objects["size"].reshape(-1)[obj])
         t_hit[sel] = t
         normals[sel] = torch.bmm(rot, n_local[:, :, None])[:, :, 0]
-    t_all[s_idx, k_idx, r_idx] = t_hit
+    t_all.view(-1)[flat] = t_hit
     t, index = t_all.min(1)
     # The normal of each ray's nearest hit: the candidate whose object won.
-    won = index[s_idx, r_idx] == k_idx
-    normal = torch.zeros(S, R, 3)
-    normal[s_idx[won], r_idx[won]] = normals[won]
+    won = index.view(-1)[sr] == k_idx
+    normal = torch.zeros(S * R, 3)
+    normal[sr[won]] = normals[won]
+    normal = normal.view(S, R, 3)
     return t, index, normal
 
 
@@ -268,25 +317,36 @@ class SyntheticSource:
 
     batch_size = 16  # scenes rendered per vectorised call
 
-    def __init__(self, scenes: int = 1000, views: int = 10, size: int = 64, seed: int = 0):
+    def __init__(self, scenes: int = 1000, views: int = 10, size: int = 64, seed: int = 0,
+                 generator_version: int = GENERATOR_VERSION):
         if scenes < 1 or views < 1 or size < 8:
             raise ValueError("need --scenes >= 1, --views >= 1 and --size >= 8")
+        if generator_version not in GENERATOR_VERSIONS:
+            raise ValueError(f"--generator-version must be one of {', '.join(map(str, GENERATOR_VERSIONS))}")
         self.scenes, self.views, self.size, self.seed = scenes, views, size, seed
+        self.generator_version = generator_version
         self.info = SourceInfo(
             source="synthetic", height=size, width=size, render_range=RENDER_RANGE,
             fields={"depth": "float32", "instance": "uint8"},
             attrs={"world_up": [0.0, 0.0, 1.0],
-                   "source_info": {"generator": "scenetools.synthetic", "generator_version": GENERATOR_VERSION,
+                   "source_info": {"generator": "scenetools.synthetic", "generator_version": generator_version,
                                    "seed": seed, "scenes": scenes, "views": views, "size": size}})
 
     def scan(self) -> list:
         return [SceneRef(f"scene_{i:06d}", split_of(i, self.scenes), i) for i in range(self.scenes)]
 
     def load(self, refs: list) -> list:
-        sampled = [sample_scene(self.seed, ref.key, self.views, self.size) for ref in refs]
+        sampled = [sample_scene(self.seed, ref.key, self.views, self.size, self.generator_version) for ref in refs]
         c2w = np.stack([s[1] for s in sampled])
         K = np.stack([s[2] for s in sampled])
         rgb, depth, instance = render([s[0] for s in sampled], c2w, K, self.size, self.size)
         return [Scene(name=ref.name, split=ref.split, rgb=rgb[i], camera_to_world=c2w[i], intrinsics=K[i],
                       depth=depth[i], instance=instance[i], near_far=RENDER_RANGE)
                 for i, ref in enumerate(refs)]
+
+
+def baselines(scenes) -> dict:
+    """scene-eval's baselines for a synthetic file: the background-only render of the same
+    cameras (ground, haze and sky without the objects), for the versions it is exact for."""
+    version = scenes.source_info.get("generator_version")
+    return {"background": background} if version in BACKGROUND_VERSIONS else {}

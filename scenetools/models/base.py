@@ -1,0 +1,101 @@
+"""The one interface every model implements, so that training, evaluation and rendering
+never need to know which model they run.
+
+A model is a ``SceneModel`` (an ``nn.Module``) with three entry points:
+
+``encode(inputs) -> scene``
+    The scene representation from the input views alone. ``inputs`` holds only the
+    ``input_*`` fields of a batch (see :func:`encoder_inputs`), plus ``scene_index`` [B]
+    (the scene's row in the scene file, for models that keep a code per training scene) and
+    ``render_range`` [B, 2]: never a target pixel, depth or label. Shapes, B scenes of I
+    input views of H x W pixels, world frame, OpenCV camera axes:
+
+    * ``input_images`` [B, I, 3, H, W] in [0, 1], ``input_rays`` [B, I, H, W, 3] unit
+      directions, ``input_camera_pos`` [B, I, 3], ``input_camera_to_world`` [B, I, 4, 4],
+      ``input_intrinsics`` [B, I, 3, 3], ``input_views`` [B, I].
+
+    ``encode`` may optimise (test-time latent fitting): such a model sets
+    ``encode_optimises = True``, and evaluation and rendering then call it with gradients
+    enabled (:func:`encode_for_inference`); for every other model they save the graph.
+
+``render(scene, camera_pos, rays, near, far, outputs=None) -> dict``
+    Decode world-frame rays: ``camera_pos`` and ``rays`` [B, R, 3] (unit directions),
+    ``near`` and ``far`` [B] (the scene file's ``render_range``). Returns a dict holding
+    ``rgb`` [B, R, 3] in [0, 1] and the names of the class attribute ``outputs`` that the
+    caller asks for in ``outputs`` (None: all; a model may return more than asked, and
+    should skip what is costly and not asked for):
+
+    * ``depth`` [B, R]: expected distance along the ray;
+    * ``segmentation`` [B, R, S]: soft assignment of each ray to S slots (sums to 1);
+    * ``slot_rgb`` [B, R, S, 3]: each slot rendered alone.
+
+``forward(batch, step) -> (loss, logs)``
+    The training objective on one batch at training step ``step`` (for annealed terms).
+    ``loss`` is a scalar tensor; ``logs`` maps names to scalar tensors (or, under the key
+    ``"prediction"``, a dict of per-ray outputs for the training metrics). A log named
+    ``mse`` is the RGB mean squared error, from which the trainer reports PSNR. The default
+    is the RGB MSE of rendered target rays: models that train on something else (points and
+    depth, a latent prior) override it.
+
+Class attributes declare the rest:
+
+* ``outputs``: what ``render`` can return beyond ``rgb``;
+* ``needs``: scene-file fields that the objective needs beyond images and cameras (``depth``,
+  ``instance``, ``semantic``); training refuses data without them, by name;
+* ``point_segmentation`` (optional method): ``(scene, points [B, P, 3]) -> [B, P, S]`` slot
+  weights at 3D points, for the 3D ARI at ground-truth surface points.
+
+``from_reference(reference_state: dict) -> state_dict`` (optional classmethod) maps the
+weights of the reference implementation's checkpoint onto the model's own names.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+#: Fields of a batch that ``encode`` may see (besides every ``input_*`` field).
+ENCODER_FIELDS = ("scene_index", "render_range")
+
+
+def encoder_inputs(batch: dict) -> dict:
+    """The part of ``batch`` a model may encode: input views and scene identity, no targets."""
+    return {k: v for k, v in batch.items() if k.startswith("input_") or k in ENCODER_FIELDS}
+
+
+def near_far(batch: dict):
+    """(near [B], far [B]) from a batch's ``render_range`` [B, 2]."""
+    return batch["render_range"][:, 0], batch["render_range"][:, 1]
+
+
+def encode_for_inference(model, inputs: dict) -> dict:
+    """``model.encode(inputs)`` outside training: without a graph, unless the model's
+    encoding is itself an optimisation."""
+    with contextlib.nullcontext() if getattr(model, "encode_optimises", False) else torch.no_grad():
+        return model.encode(inputs)
+
+
+def rgb_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[B] mean squared error over each scene's rays and channels (in float32)."""
+    return ((prediction.float() - target) ** 2).mean(dim=(1, 2))
+
+
+class SceneModel(nn.Module):
+    """Base class of every model; see the module docstring for the contract."""
+
+    outputs: tuple = ()
+    needs: tuple = ()
+    encode_optimises: bool = False
+
+    def encode(self, inputs: dict) -> dict:
+        raise NotImplementedError
+
+    def render(self, scene: dict, camera_pos, rays, near, far, outputs=None) -> dict:
+        raise NotImplementedError
+
+    def forward(self, batch: dict, step: int = 0):
+        prediction = self.render(self.encode(encoder_inputs(batch)), batch["target_camera_pos"],
+                                 batch["target_rays"], *near_far(batch), outputs=("segmentation",))
+        loss = rgb_mse(prediction["rgb"], batch["target_pixels"]).mean()
+        return loss, {"mse": loss.detach(), "prediction": prediction}
