@@ -33,13 +33,13 @@ def measure(model_name, preset, size):
     data = batch()
     start = time.perf_counter()
     with torch.no_grad():
-        scene = model.encode(**{k: v[:1] for k, v in data.items()})
+        scene = model.encode({k: v[:1] for k, v in data.items() if k.startswith("input_")})
     encode_seconds = time.perf_counter() - start
     base = cameras.look_at([10.0, 0.0, 5.0], [0.0, 0.0, 0.0])
     K = cameras.intrinsics(1.1 * size, 1.1 * size, size / 2, size / 2)
     path = motion_path("rotate", base, K, SceneFrame(base[None], [0, 0, 1]), FRAMES + 1)
     times, last = [], time.perf_counter()
-    for _ in render_path(model, scene, path, size, size, torch.device("cpu")):
+    for _ in render_path(model, scene, path, size, size, (0.5, 60.0), torch.device("cpu")):
         now = time.perf_counter()
         times.append(now - last)
         last = now

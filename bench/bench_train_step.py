@@ -45,7 +45,8 @@ def batch(seed=0):
     return {"input_images": torch.rand(BATCH, 1, 3, H, W, generator=g), "input_camera_pos": f(eyes),
             "input_rays": f(cameras.ray_directions(K, c2w, H, W)), "input_camera_to_world": f(c2w),
             "target_camera_pos": f(eyes).expand(BATCH, RAYS, 3).contiguous(), "target_rays": rays,
-            "target_pixels": torch.rand(BATCH, RAYS, 3, generator=g)}
+            "target_pixels": torch.rand(BATCH, RAYS, 3, generator=g),
+            "render_range": torch.tensor([[0.5, 60.0]]).expand(BATCH, 2)}
 
 
 def build(model_name, fused):
@@ -58,11 +59,10 @@ def build(model_name, fused):
 
 
 def step(model, optimizer, data, precision):
-    from scenetools.train import autocast, mse_per_scene
+    from scenetools.device import autocast
     device = torch.device("cpu")
     with autocast(device, precision):
-        out = model(data)
-    loss = mse_per_scene(out["rgb"], data["target_pixels"]).mean()
+        loss, _ = model(data, 0)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -112,7 +112,7 @@ def loss_curves(model_name):
     from scenetools import config as configs, progress
     from scenetools.convert import convert
     from scenetools.sources.synthetic import SyntheticSource
-    from scenetools.train import make_dataset
+    from scenetools.data import make_dataset
     from scenetools.scenefile import SceneFile
     progress.configure(quiet=True)
     with tempfile.TemporaryDirectory() as tmp:

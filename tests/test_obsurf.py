@@ -191,6 +191,31 @@ def test_render_of_two_known_slots(monkeypatch):
     assert torch.allclose(out["slot_rgb"][0, :, 1], torch.tensor([[0.0, 0.0, 1.0]] * 3), atol=3e-3)
 
 
+def test_rays_end_at_the_floor(monkeypatch):
+    """With ``min_z`` rays stop where they reach that height (a ground at z = 0 here)."""
+    model = tiny(num_slots=2, render={"coarse_samples": 32, "fine_samples": 16, "min_z": -0.1}).eval()
+    heights, distances = [], []
+
+    def decode(scene, points, rays=None):
+        distance = (points - torch.tensor([0.0, 0.0, 5.0])).norm(dim=-1).max().item()
+        heights.extend([points[..., 2].min().item(), points[..., 2].max().item()])
+        distances.append(distance)
+        shape = points.shape[:-1] if points.dim() == 4 else (points.shape[0], 2, points.shape[1])
+        density = torch.where(points[..., 2] < 0, 10.0, 1e-10)
+        density = density.expand(shape) if points.dim() == 4 else density[:, None].expand(shape)
+        return density, torch.ones(shape + (3,)) * 0.5
+
+    monkeypatch.setattr(model, "decode", decode)
+    # the ground; the sky; the ground, but beyond far
+    down = torch.nn.functional.normalize(torch.tensor([[[1.0, 0.0, -1.0], [0.0, 1.0, 0.2], [1.0, 0.0, -0.05]]]), dim=-1)
+    out = model.render({"slots": torch.zeros(1, 2, 16)}, torch.tensor([[[0.0, 0.0, 5.0]] * 3]), down,
+                       torch.tensor([0.5]), torch.tensor([40.0]))
+    assert min(heights) >= -0.1 - 1e-4
+    assert out["depth"][0, 0].item() == pytest.approx(5 * math.sqrt(2), abs=0.05)
+    assert max(heights) == pytest.approx(5 + 40 * down[0, 1, 2].item(), abs=1e-3)  # no floor ahead: up to far
+    assert max(distances) == pytest.approx(40.0, abs=1e-3)  # a floor beyond far: up to far
+
+
 def test_pixel_features_come_from_the_cell_a_point_projects_to():
     features = torch.arange(4 * 6, dtype=torch.float32).reshape(1, 4, 6, 1)  # h 4, w 6
     c2w = torch.tensor(cameras.look_at([0.0, 0.0, 0.0], [0.0, 0.0, 1.0], up=[0.0, -1.0, 0.0]), dtype=torch.float32)

@@ -156,7 +156,8 @@ def test_camera_distances_cover_rotate_and_closeup():
     assert elevation.min() < closeup_elevation.min() - 3 and elevation.max() > closeup_elevation.max() + 3
     # No object surface comes nearer than the render range's near bound to any camera: the
     # farthest surface point from the origin is a cube's top corner.
-    reach = math.hypot((synthetic.PLACEMENT_RANGE + synthetic.OBJECT_SIZE[1]) * math.sqrt(2), 2 * synthetic.OBJECT_SIZE[1])
+    largest = synthetic.OBJECT_SIZE[1]
+    reach = math.hypot((synthetic.PLACEMENT_RANGE + largest) * math.sqrt(2), 2 * largest)  # 5.27
     assert synthetic.CAMERA_DISTANCE[0] - reach > synthetic.RENDER_RANGE[0]
 
 

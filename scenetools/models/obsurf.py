@@ -32,8 +32,9 @@ looking at the origin; ``use_pixel_features: false`` really turns pixel features
 reference's "nopixel" configs leave them on); the initial-slot mean and spread get gradients
 (the reference samples them with ``torch.normal``, which passes none); rays of unknown depth
 (0) are left out of the loss and rays without a surface use the backdrop above. Rendering
-does not clip rays at CLEVR's floor (z = -0.1) and works in chunks of bounded size on any
-device.
+ends rays at a floor only where ``render.min_z`` says so (the shipped presets do, at the
+reference's fixed -0.1), samples ``far`` itself (the reference's midpoints stop short of it)
+and works in chunks of bounded size on any device.
 """
 from __future__ import annotations
 
@@ -252,9 +253,11 @@ LOSS_DEFAULTS = {
     "anneal_until": 40000,  # ... to l1 at this one (null: no annealing)
 }
 
-#: Rendering settings: samples per ray, and how many (point, slot) decoder evaluations to do
-#: at once (bounds memory whatever chunk of rays the caller passes).
-RENDER_DEFAULTS = {"coarse_samples": 64, "fine_samples": 64, "max_points": 2 ** 18}
+#: Rendering settings: samples per ray; ``min_z``: in a z-up world with a ground plane, rays
+#: end where they reach this height (the reference's -0.1, just under CLEVR's floor, so little
+#: of the unconstrained density under the ground is rendered; null: no floor); how many (point,
+#: slot) decoder evaluations to do at once (bounds memory whatever chunk of rays is passed).
+RENDER_DEFAULTS = {"coarse_samples": 64, "fine_samples": 64, "min_z": None, "max_points": 2 ** 18}
 
 
 class ObSuRF(SceneModel):
@@ -267,7 +270,7 @@ class ObSuRF(SceneModel):
         decoder: {hidden: 128, num_layers: 5, max_density: 10, use_pixel_features: true}
         loss: {color_std: 0.2, depth_noise: 0.07, importance_cutoff: 0.98, depth_weight: 1,
                l1: 0.05, anneal_start: 20000, anneal_until: 40000}
-        render: {coarse_samples: 64, fine_samples: 64, max_points: 262144}
+        render: {coarse_samples: 64, fine_samples: 64, min_z: null, max_points: 262144}
     """
 
     outputs = ("depth", "segmentation", "slot_rgb")
@@ -346,6 +349,9 @@ class ObSuRF(SceneModel):
         config = self.render_config
         B, R = rays.shape[:2]
         near, far = near[:, None].expand(B, R), far[:, None].expand(B, R)
+        if config["min_z"] is not None:  # end at the floor where the ray reaches it in range
+            floor = (config["min_z"] - camera_pos[..., 2]) / rays[..., 2]
+            far = torch.where((floor > near) & (floor < far), floor, far)
         coarse = volume.coarse_depths(near, far, config["coarse_samples"], stratified=self.training)
         density_c, colour_c = self._samples(scene, camera_pos, rays, coarse)  # [B, R, S, N(, 3)]
         weights_c = volume.termination_weights(density_c.sum(2), coarse)
