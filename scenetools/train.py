@@ -320,8 +320,7 @@ def save(path, model, optimizer, step, state) -> None:
     """Write a checkpoint, never of non-finite weights (a good one stays in place)."""
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise TrainingDiverged(f"the weights are not finite at step {step}; {path} keeps its last good state")
-    ckpt.save(path, model_name=state["model_name"], config=state["config"], model=model, step=step,
-              optimizer=optimizer, data=state["data"], rng=torch.get_rng_state())
+    ckpt.save(path, model=model, step=step, optimizer=optimizer, rng=torch.get_rng_state(), **state)
 
 
 def init_weights(path, model_name: str, model) -> None:
