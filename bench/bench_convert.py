@@ -49,6 +49,7 @@ SCENE_COUNTS = (100, 1000)
 def child(source_name, input_path, out):
     """Run one conversion in this process; print seconds and peak RSS as JSON."""
     sys.path.insert(0, str(ROOT))
+    from common import peak_rss_mb
     from scenetools import progress
     from scenetools.convert import convert
     from scenetools.sources import source_class
@@ -59,14 +60,7 @@ def child(source_name, input_path, out):
     convert(source, out, codec="raw")
     seconds = time.perf_counter() - start
     scenes = len(source.scan())
-    print(json.dumps({"seconds": seconds, "scenes": scenes, "peak_rss_mb": _peak_rss_mb()}))
-
-
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    print(json.dumps({"seconds": seconds, "scenes": scenes, "peak_rss_mb": peak_rss_mb()}))
 
 
 def measure(source_name, build, count, tmp):

@@ -14,8 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench_train_step import batch  # noqa: E402
-from common import write_result  # noqa: E402
+from common import random_batch, write_result  # noqa: E402
 
 from scenetools import cameras  # noqa: E402
 from scenetools import config as configs  # noqa: E402
@@ -30,7 +29,7 @@ SIZES, FRAMES = (64, 128), 6
 def measure(model_name, preset, size):
     torch.manual_seed(0)
     model = build_model(model_name, configs.resolve(model_name, preset)["model"]).eval()
-    data = batch()
+    data = random_batch()
     start = time.perf_counter()
     with torch.no_grad():
         scene = model.encode({k: v[:1] for k, v in data.items() if k.startswith("input_")})

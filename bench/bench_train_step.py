@@ -1,173 +1,353 @@
-"""Training step time at the reference CLEVR3D model size, fp32 vs bf16, plain vs fused Adam.
+"""Training step: ours against the reference implementation's own trainer step, side by side.
 
-Setting (the issue's): the srt/clevr3d config (73.9M parameters), batch 2, one 120x160 input
-view (CLEVR3D's downsampled input), 1024 target rays per scene, on this machine's CPU.
-Each variant runs in its own process (its peak RSS is its own) on fixed random inputs:
-median step time over timed steps after warm-up, rays/s, FLOPs per step (torch's
-FlopCounterMode), achieved FLOP/s as a fraction of a matmul peak measured in the same run,
-and the loss over the first steps on real synthetic scenes for fp32 and bf16 from the same
-seed, to show that quality holds.
+Usage: ``bench_train_step.py [--ref DIR] [MODEL ...]`` (models: srt, osrt, obsurf; default
+all; DIR defaults to $BENCH_REF), or ``make bench REF=DIR``; ``BENCH_STEPS`` sets the steps
+per variant (default 20). DIR holds the reference repositories unpacked by the user:
+DIR/srt (stelzner/srt), DIR/osrt (stelzner/osrt), DIR/obsurf (stelzner/obsurf).
 
-The reference (stelzner/srt) takes about 1.7 s per step here: fp32, unfused Adam and
-explicit softmax attention; ``fp32`` below is our equivalent of it, measured in this run.
+Setting: the reference CLEVR3D configs (srt/clevr3d, osrt/clevr3d: batch 2, 1024 target rays,
+one 120x160 input view; obsurf/clevr3d: batch 2, 4096 target points, one 240x320 input view)
+on this machine's CPU. The data is an ObSuRF CLEVR3D folder in the real on-disk layout,
+written by tests/fixtures/obsurf.py. With DIR, the reference reads it with its own dataset
+class, and ours trains on the same batches in our layout (bench/ours.py says how).
+
+For each model, four variants: the reference as it ships (fp32, Adam) and with bf16 autocast
+and fused Adam applied at run time (bench/references.py); ours at precision fp32 and bf16
+(our trainer's step; its Adam is always fused). Each variant is its own child process (its
+peak memory is its own) holding its model. They run in pairs, reference and ours at the same
+precision, **interleaved step by step** (reference, ours, reference, ours, ...), so the
+shared machine's load falls on both alike. Both start from the same weights (the reference's
+initialisation, mapped onto ours by our ``from_reference``) and take the same batches with
+the same seed per step, so their losses after each step are comparable; ObSuRF's random
+points are replayed (bench/ours.py).
+
+Reported per variant: step time (median, min, max over the steps after warm-up), rays (or
+points) per second, peak RSS, FLOPs per step (torch's FlopCounterMode, one extra step) and
+the fraction of the matmul peak, measured in the same run; the loss after every step; and the
+speedups of ours over the reference: ratios of the medians, and (same precision) the median of
+the ratios of steps run back to back, which a change of the machine's load affects least.
+Without DIR the ratio is not measured: ours alone, fp32 and bf16 interleaved, on batches from
+our own converter and loader over the same folder. The machine is shared, so figures are
+noisy; ratios from the same run are the ones to read.
 """
-import json
+import argparse
+import math
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT), str(ROOT / "tests")]
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import Worker, matmul_peaks, peak_rss_mb, serve, spread, write_result  # noqa: E402
 
-REFERENCE_SECONDS = {"srt": 1.7, "osrt": 2.95}  # the issues' figures for the reference on this class of machine
-PRESETS = {"srt": "srt/clevr3d", "osrt": "osrt/clevr3d"}
-BATCH, RAYS, INPUT_HW, WARMUP, TIMED, CURVE_STEPS = 2, 1024, (120, 160), 3, 10, 30
-VARIANTS = {"fp32": ("fp32", False), "fp32_fused_adam": ("fp32", True), "bf16": ("bf16", False),
-            "bf16_fused_adam": ("bf16", True)}
+#: rays (points) per scene, and the issues' goals: speedup over the reference in fp32, and
+#: over the reference with bf16 autocast and fused Adam (None: no goal set).
+MODELS = {"srt": {"rays": 1024, "goal_vs_fp32": 2.5, "goal_vs_bf16": 1.25},
+          "osrt": {"rays": 1024, "goal_vs_fp32": 2.4, "goal_vs_bf16": 1.25},
+          "obsurf": {"rays": 4096, "goal_vs_fp32": 2.0, "goal_vs_bf16": None}}
+BATCH = 2
+STEPS = int(os.environ.get("BENCH_STEPS", 20))  # per variant; the first WARMUP are not timed
+WARMUP = min(3, STEPS // 2)
+SEED = 0
+FOLDER_NOTE = ("ObSuRF CLEVR3D on-disk layout (240x320 views, 3 per scene, depth PNGs) written by "
+               "tests/fixtures/obsurf.py, enough training scenes for every step to take new ones")
+REQUIREMENTS = (HERE / "ref_requirements.txt").read_text().split()
 
 
-def batch(seed=0):
-    from scenetools import cameras
+# ----------------------------------------------------------------------------- child processes
+
+def prepare(name: str, ref_dir, folder, work) -> dict:
+    """(Child.) The batches and initial weights both sides start from, saved in ``work``."""
     import numpy as np
-    g = torch.Generator().manual_seed(seed)
-    H, W = INPUT_HW
-    az = torch.rand(BATCH, generator=g).numpy() * 6.28
-    eyes = np.stack([10 * np.cos(az), 10 * np.sin(az), np.full(BATCH, 5.0)], -1)[:, None]
-    c2w = cameras.look_at(eyes, np.zeros(3))
-    K = cameras.intrinsics(175.0, 175.0, W / 2, H / 2)
-    f = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-    rays = torch.nn.functional.normalize(torch.randn(BATCH, RAYS, 3, generator=g), dim=-1)
-    return {"input_images": torch.rand(BATCH, 1, 3, H, W, generator=g), "input_camera_pos": f(eyes),
-            "input_rays": f(cameras.ray_directions(K, c2w, H, W)), "input_camera_to_world": f(c2w),
-            "target_camera_pos": f(eyes).expand(BATCH, RAYS, 3).contiguous(), "target_rays": rays,
-            "target_pixels": torch.rand(BATCH, RAYS, 3, generator=g),
-            "render_range": torch.tensor([[0.5, 60.0]]).expand(BATCH, 2)}
+    import torch
+
+    batches_file, init_file = work / f"{name}-batches.pt", work / f"{name}-init.pt"
+    if ref_dir is None:
+        import ours
+        torch.save(ours.own_batches(name, folder, work, STEPS, BATCH, MODELS[name]["rays"]), batches_file)
+        return {"batches": str(batches_file), "init": None,
+                "data": "our own pipeline: the folder converted by scene-convert --from obsurf, read by our loader"}
+    from references import reference
+    ref = reference(name, ref_dir, folder, MODELS[name]["rays"], work / "out")
+    np.random.seed(SEED)  # the reference datasets sample their target rays with numpy
+    dataset = ref.dataset()
+    order = np.random.RandomState(SEED).permutation(len(dataset))
+    items = [int(order[i % len(order)]) for i in range(STEPS * BATCH)]
+    collate = torch.utils.data.default_collate
+    torch.save([collate([dataset[i] for i in items[s * BATCH:(s + 1) * BATCH]]) for s in range(STEPS)], batches_file)
+    torch.manual_seed(SEED)
+    model = ref.model()
+    torch.save(ref.state(model), init_file)
+    return {"batches": str(batches_file), "init": str(init_file),
+            "data": f"the reference's own {type(dataset).__module__}.{type(dataset).__name__}"}
 
 
-def build(model_name, fused):
-    from scenetools import config as configs
-    from scenetools.models import build_model
-    torch.manual_seed(0)
-    model = build_model(model_name, configs.resolve(model_name, PRESETS[model_name])["model"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
-    return model, optimizer
+def reference_runner(name: str, variant: str, ref_dir, folder, work, files: dict):
+    """(Child.) (hello, step function) of the reference's trainer step."""
+    import torch
+
+    from references import reference, trainer_for
+    ref = reference(name, ref_dir, folder, MODELS[name]["rays"], work / "out")
+    model = ref.model()
+    ref.load(model, torch.load(files["init"]))
+    trainer = trainer_for(ref, model, variant)
+    batches = torch.load(files["batches"])
+    hello = {"parameters": sum(p.numel() for p in model.parameters())}
+    return hello, lambda index: ref.step(trainer, batches[index % len(batches)], index)
 
 
-def step(model, optimizer, data, precision):
-    from scenetools.device import autocast
-    device = torch.device("cpu")
-    with autocast(device, precision):
-        loss, _ = model(data, 0)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
+def our_runner(name: str, variant: str, files: dict):
+    """(Child.) (hello, step function) of our trainer step, on the reference's batches mapped
+    to our layout (with DIR) or on our own batches."""
+    import torch
+
+    import ours
+    init = torch.load(files["init"]) if files["init"] else None
+    model, config = ours.build(name, init)
+    trainer = ours.Trainer(model, config, variant)
+    batches = torch.load(files["batches"])
+    hello = {"parameters": sum(p.numel() for p in model.parameters()), "replayed_points": False}
+    draws = [None] * len(batches)
+    if init is not None:
+        reference_batches = batches
+        batches, draws = ours.from_reference_batches(name, reference_batches, config)
+        hello["frame_agreement"] = ours.frame_agreement(reference_batches, batches)
+        hello["replayed_points"] = draws[0] is not None
+
+    def step(index):
+        with ours.replayed_rand_like(draws[index % len(batches)]):
+            return trainer.step(batches[index % len(batches)], index)
+    return hello, step
 
 
-def child(model_name, variant):
-    """Time one variant; print JSON."""
-    precision, fused = VARIANTS[variant]
-    model, optimizer = build(model_name, fused)
-    data = batch()
-    for _ in range(WARMUP):
-        step(model, optimizer, data, precision)
-    times = []
-    for _ in range(TIMED):
-        start = time.perf_counter()
-        step(model, optimizer, data, precision)
-        times.append(time.perf_counter() - start)
+def worker(side: str, name: str, variant: str, ref_dir, folder, work, files: dict) -> None:
+    """(Child.) Serve "step" (one timed step of the given index, the torch seed set to
+    SEED + index first) and "finish" (peak memory, and FLOPs of one more step)."""
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter:
-        step(model, optimizer, data, precision)
-    print(json.dumps({"median_seconds": statistics.median(times), "times": times, "flops": counter.get_total_flops(),
-                      "peak_rss_mb": peak_rss_mb()}))
+
+    def start():
+        if side == "reference":
+            hello, step = reference_runner(name, variant, ref_dir, folder, work, files)
+        else:
+            hello, step = our_runner(name, variant, files)
+
+        def timed_step(index):
+            torch.manual_seed(SEED + index)
+            begin = time.perf_counter()
+            loss = step(index)
+            return {"seconds": time.perf_counter() - begin, "loss": loss}
+
+        def finish():
+            peak = peak_rss_mb()  # of the timed steps, before the counted one
+            torch.manual_seed(SEED + STEPS)
+            with FlopCounterMode(display=False) as counter:
+                step(STEPS)
+            return {"flops": counter.get_total_flops(), "peak_rss_mb": peak}
+        return hello, {"step": timed_step, "finish": finish}
+    serve(start)
 
 
-def peak_rss_mb():
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+# ----------------------------------------------------------------------------- the parent
+
+def interleave(pairs: list, name: str, ref_dir, folder, work, files: dict) -> dict:
+    """Run the (side, variant) workers step by step in turn; return their records."""
+    workers = {}
+    try:
+        for side, variant in pairs:
+            argv = [__file__, "--worker", side, name, variant, ref_dir or "-", folder, work, files["batches"],
+                    files["init"] or "-"]
+            workers[side, variant] = Worker(argv, work / f"{name}-{side}-{variant}.log")
+        steps = {key: [] for key in workers}
+        for index in range(STEPS):
+            for key, child in workers.items():
+                steps[key].append(child.call("step", index=index))
+            print(f"  {name} step {index + 1}/{STEPS}: " + ", ".join(
+                f"{side} {variant} {steps[side, variant][-1]['seconds']:.2f}s" for side, variant in workers),
+                file=sys.stderr)
+        return {key: {"hello": child.hello, "steps": steps[key], **child.call("finish")}
+                for key, child in workers.items()}
+    finally:
+        for child in workers.values():
+            child.close()
 
 
-def matmul_peak(dtype, n=2048, repeats=10):
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / statistics.median(times)
+def significant(x: float, digits: int = 6) -> float:
+    return float(f"{x:.{digits}g}")
 
 
-def loss_curves(model_name):
-    """Loss over the first steps, fp32 and bf16, same seed and data (synthetic 128x128 scenes)."""
-    from torch.utils.data import DataLoader
-    from scenetools import config as configs, progress
-    from scenetools.convert import convert
-    from scenetools.sources.synthetic import SyntheticSource
-    from scenetools.data import make_dataset
-    from scenetools.scenefile import SceneFile
-    progress.configure(quiet=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "scenes.h5"
-        convert(SyntheticSource(scenes=CURVE_STEPS * BATCH + 10, views=3, size=128, seed=0), path, codec="raw")
-        config = configs.resolve(model_name, PRESETS[model_name])
-        config["data"]["num_rays"] = RAYS
-        dataset = make_dataset(SceneFile(path), "train", config["data"], seed=0)
-        batches = list(DataLoader(dataset, batch_size=BATCH))[:CURVE_STEPS]
-        curves = {}
-        for precision in ("fp32", "bf16"):
-            model, optimizer = build(model_name, fused=True)
-            for group in optimizer.param_groups:
-                group["lr"] = 1e-4
-            curves[precision] = [round(step(model, optimizer, b, precision), 5) for b in batches]
-    return curves
+def describe(record: dict, rays: int, peaks: dict, variant: str) -> dict:
+    """One variant's figures."""
+    times = [s["seconds"] for s in record["steps"]]
+    seconds = spread(times[WARMUP:])
+    median = seconds["median"]
+    out = {"step_seconds": seconds, "rays_per_second": round(BATCH * rays / median),
+           "peak_rss_mb": round(record["peak_rss_mb"]), "parameters": record["hello"]["parameters"],
+           "flops_per_step": record["flops"], "achieved_tflops": round(record["flops"] / median / 1e12, 3),
+           "fraction_of_matmul_peak": round(record["flops"] / median / peaks[variant], 3),
+           "losses": [significant(s["loss"]) for s in record["steps"]],
+           "all_step_seconds": [round(t, 3) for t in times]}
+    out.update({k: v for k, v in record["hello"].items() if k != "parameters"})
+    return out
 
 
-def run(model_name):
-    results = {}
-    for variant in VARIANTS:
-        out = subprocess.run([sys.executable, __file__, "--child", model_name, variant],
-                             capture_output=True, text=True, check=True)
-        results[variant] = json.loads(out.stdout)
-        print(model_name, variant, round(results[variant]["median_seconds"], 3), file=sys.stderr)
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    base = results["fp32"]["median_seconds"]
-    summary = {}
-    for variant, r in results.items():
-        precision = VARIANTS[variant][0]
-        seconds = r["median_seconds"]
-        summary[variant] = {
-            "median_step_seconds": round(seconds, 3), "rays_per_second": round(BATCH * RAYS / seconds),
-            "peak_rss_mb": round(r["peak_rss_mb"]), "flops_per_step": r["flops"],
-            "achieved_tflops": round(r["flops"] / seconds / 1e12, 3),
-            "fraction_of_matmul_peak": round(r["flops"] / seconds / peaks[precision], 3),
-            "speedup_vs_fp32": round(base / seconds, 2),
-            "speedup_vs_reference_figure": round(REFERENCE_SECONDS[model_name] / seconds, 2)}
-    curves = loss_curves(model_name)
-    return {"setting": {"config": PRESETS[model_name], "batch": BATCH, "rays": RAYS, "input": list(INPUT_HW),
-                        "warmup_steps": WARMUP, "timed_steps": TIMED},
-            "matmul_peak_tflops": {k: round(v / 1e12, 3) for k, v in peaks.items()},
-            "reference_seconds_per_step": REFERENCE_SECONDS[model_name], "variants": summary,
-            "loss_curves_first_steps": curves}
+def compare_losses(first: list, second: list, names=("reference", "ours")) -> dict:
+    """First and last losses of two runs, the mean of their last five, and the relative
+    differences (second - first) / |first|."""
+    def relative(a, b):
+        return significant((b - a) / abs(a), 3) if a else None
+    tail = min(5, len(first))
+    (a, b), out = names, {}
+    for label, pick in (("first", lambda x: x[0]), ("last", lambda x: x[-1]),
+                        (f"mean_last_{tail}", lambda x: significant(sum(x[-tail:]) / tail))):
+        out.update({f"{a}_{label}": pick(first), f"{b}_{label}": pick(second),
+                    f"relative_difference_{label}": relative(pick(first), pick(second))})
+    return out
+
+
+def speedup(variants: dict, slower: str, faster: str) -> float:
+    """Median step time of variant ``slower`` / that of ``faster``."""
+    return round(variants[slower]["step_seconds"]["median"] / variants[faster]["step_seconds"]["median"], 2)
+
+
+def paired_speedup(variants: dict, slower: str, faster: str) -> float:
+    """Median over the timed steps of (step time of ``slower`` / that of ``faster``) for
+    variants timed in turn: each ratio compares two steps run back to back, so a change of
+    the machine's load between steps cancels out."""
+    pairs = zip(variants[slower]["all_step_seconds"][WARMUP:], variants[faster]["all_step_seconds"][WARMUP:])
+    return round(statistics.median(a / b for a, b in pairs), 2)
+
+
+def speedups(variants: dict, setting: dict) -> dict:
+    """Ours over the reference (ratios of the medians; "paired": the median of the ratios of
+    steps run back to back), with the issues' goals."""
+    out = {"ours_fp32_vs_reference_fp32_paired": paired_speedup(variants, "reference_fp32", "ours_fp32"),
+           "ours_bf16_vs_reference_bf16_fused_paired": paired_speedup(variants, "reference_bf16", "ours_bf16"),
+           "ours_fp32_vs_reference_fp32": speedup(variants, "reference_fp32", "ours_fp32"),
+           "ours_bf16_vs_reference_fp32": speedup(variants, "reference_fp32", "ours_bf16"),
+           "ours_bf16_vs_reference_bf16_fused": speedup(variants, "reference_bf16", "ours_bf16"),
+           "reference_bf16_fused_vs_reference_fp32": speedup(variants, "reference_fp32", "reference_bf16"),
+           "goal_ours_bf16_vs_reference_fp32": setting["goal_vs_fp32"],
+           "goal_ours_bf16_vs_reference_bf16_fused": setting["goal_vs_bf16"]}
+    out["meets_goals"] = out["ours_bf16_vs_reference_fp32"] >= setting["goal_vs_fp32"] and (
+        setting["goal_vs_bf16"] is None or out["ours_bf16_vs_reference_bf16_fused"] >= setting["goal_vs_bf16"])
+    return out
+
+
+VARIANT_NOTES = {
+    "reference_fp32": "the reference's model and trainer step as it ships: fp32, torch.optim.Adam (unfused)",
+    "reference_bf16": "the same with bf16 autocast around its compute_loss and Adam(fused=True), applied at run time",
+    "ours_fp32": "our trainer's step at precision fp32 (its Adam is always fused: scenetools.train.make_optimizer)",
+    "ours_bf16": "our trainer's step at precision bf16 (scenetools.device.autocast), fused Adam",
+}
+
+
+def measure(name: str, ref_dir, folder: Path, work: Path) -> tuple:
+    """(records of every variant, matmul peaks, prepared files) of one model."""
+    peaks = matmul_peaks()
+    preparation = Worker([__file__, "--prepare", name, ref_dir or "-", folder, work], work / f"{name}-prepare.log")
+    files = preparation.hello
+    preparation.close()
+    if ref_dir:
+        records = {**interleave([("reference", "fp32"), ("ours", "fp32")], name, ref_dir, folder, work, files),
+                   **interleave([("reference", "bf16"), ("ours", "bf16")], name, ref_dir, folder, work, files)}
+    else:
+        records = interleave([("ours", "fp32"), ("ours", "bf16")], name, ref_dir, folder, work, files)
+    after = matmul_peaks()
+    return records, {k: max(v, after[k]) for k, v in peaks.items()}, files
+
+
+def report(name: str, ref_dir, records: dict, peaks: dict, files: dict) -> dict:
+    """The JSON of one model."""
+    import ours
+    setting = MODELS[name]
+    variants = {f"{side}_{variant}": {**describe(r, setting["rays"], peaks, variant),
+                                      "what": VARIANT_NOTES[f"{side}_{variant}"]}
+                for (side, variant), r in records.items()}
+    result = {"setting": {"config": ours.PRESETS[name], "batch": BATCH, "rays_per_scene": setting["rays"],
+                          "steps": STEPS, "warmup_steps": WARMUP, "seed_per_step": f"{SEED} + step",
+                          "lr": ours.run_config(name)["training"]["lr"], "data_folder": FOLDER_NOTE,
+                          "data": files["data"], "interleaved": "step by step, one child process per variant"},
+              "matmul_peak_tflops": {k: round(v / 1e12, 3) for k, v in peaks.items()},
+              "variants": variants}
+    if not ref_dir:
+        return {**result,
+                "reference": {"measured": False, "note": "ratio against the reference not measured: no REF given "
+                                                         "(make bench REF=DIR)"},
+                "speedup": {"vs_reference": "not measured (no REF)",
+                            "ours_bf16_vs_ours_fp32": speedup(variants, "ours_fp32", "ours_bf16")},
+                "loss_comparison": {"ours_bf16_vs_ours_fp32": compare_losses(
+                    variants["ours_fp32"]["losses"], variants["ours_bf16"]["losses"], ("fp32", "bf16"))}}
+    method = ("same initial weights (the reference's, mapped by our from_reference), same batches, same torch seed "
+              "per step")
+    if name == "obsurf":
+        method += "; ObSuRF's random points replayed from the reference's (bench/ours.py)"
+    return {**result,
+            "reference": {"measured": True, "dir": str(ref_dir), "packages": REQUIREMENTS,
+                          "stand_ins": "torchvision (bench/ref_shims: ResNet basic blocks for ObSuRF's encoder)"},
+            "speedup": speedups(variants, setting),
+            "loss_comparison": {"method": method, **{
+                v: compare_losses(variants[f"reference_{v}"]["losses"], variants[f"ours_{v}"]["losses"])
+                for v in ("fp32", "bf16")}}}
+
+
+def write_fixture(root: Path) -> Path:
+    """An ObSuRF CLEVR3D folder with enough training items for STEPS batches."""
+    from fixtures.obsurf import make_obsurf_dataset
+    train_scenes = math.ceil(STEPS * BATCH / 3)  # 3 items (input views) per scene
+    return make_obsurf_dataset(root / "clevr3d", 3 * train_scenes)["root"]
+
+
+def check_reference(ref_dir: Path, names) -> None:
+    missing = [f"{ref_dir / n}" for n in names if not (ref_dir / n).is_dir()]
+    if missing:
+        sys.exit(f"bench_train_step: REF={ref_dir} lacks {', '.join(missing)} (unpack stelzner/srt, stelzner/osrt "
+                 "and stelzner/obsurf there)")
 
 
 def main():
-    from common import write_result
-    models = sys.argv[1:] or list(PRESETS)
-    for model_name in models:
-        write_result(f"train_step_{model_name}", run(model_name))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ref", type=Path, default=os.environ.get("BENCH_REF") or None,
+                        help="folder holding the reference repositories srt, osrt, obsurf (default: $BENCH_REF)")
+    parser.add_argument("models", nargs="*", metavar="MODEL", help=f"any of {', '.join(MODELS)} (default: all)")
+    args = parser.parse_args()
+    models = args.models or list(MODELS)
+    if set(models) - set(MODELS):
+        parser.error(f"unknown models {sorted(set(models) - set(MODELS))}; known: {', '.join(MODELS)}")
+    ref_dir = args.ref.resolve() if args.ref else None
+    if ref_dir:
+        check_reference(ref_dir, models)
+    else:
+        print("bench_train_step: no REF given: the ratio against the reference is NOT measured", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        folder = write_fixture(work)
+        for name in models:
+            records, peaks, files = measure(name, ref_dir, folder, work)
+            write_result(f"train_step_{name}", report(name, ref_dir, records, peaks, files))
+
+
+def child_main(argv):
+    """``--prepare NAME REF FOLDER WORK`` or ``--worker SIDE NAME VARIANT REF FOLDER WORK
+    BATCHES INIT``; "-" stands for none."""
+    def path(arg):
+        return None if arg == "-" else Path(arg)
+    if argv[0] == "--prepare":
+        name, ref_dir, folder, work = argv[1], path(argv[2]), Path(argv[3]), Path(argv[4])
+        serve(lambda: (prepare(name, ref_dir, folder, work), {}))
+    else:
+        side, name, variant, ref_dir, folder, work, batches, init = argv[1:9]
+        worker(side, name, variant, path(ref_dir), Path(folder), Path(work),
+               {"batches": batches, "init": None if init == "-" else init})
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--child"]:
-        child(sys.argv[2], sys.argv[3])
+    if sys.argv[1:2] in (["--prepare"], ["--worker"]):
+        child_main(sys.argv[1:])
     else:
         main()

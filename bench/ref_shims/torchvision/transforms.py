@@ -1,0 +1,1 @@
+"""Empty: ObSuRF's config.py imports ``transforms`` but never uses it."""
