@@ -157,3 +157,17 @@ def test_canonical_frame_stays_float32_under_bf16_autocast():
         got = to_frame(rigid_inverse(c2w), positions, rays)
     for e, g in zip(expected, got):
         assert g.dtype == torch.float32 and torch.equal(e, g)
+
+
+def test_slot_attention_round_normalises_over_slots_then_takes_a_weighted_mean():
+    """Slots compete for each token (softmax over slots), then each slot averages the values
+    with its share of every token: hand-computed for 2 slots and 3 tokens."""
+    from scenetools.models.layers import slot_attention_round
+    q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    k = torch.tensor([[[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]]])
+    v = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
+    updates = slot_attention_round(torch.zeros(1, 2, 2), q, k, v, lambda u, s: u, scale=1.0, eps=0.0)
+    logits = np.array([[2.0, 0.0, 1.0], [0.0, 2.0, 1.0]])
+    share = np.exp(logits) / np.exp(logits).sum(0)  # over slots, per token
+    expected = (share / share.sum(1, keepdims=True)) @ v[0].numpy()
+    np.testing.assert_allclose(updates[0].numpy(), expected, rtol=1e-6)

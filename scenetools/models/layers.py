@@ -149,6 +149,16 @@ class ConvBlock(nn.Module):
         return F.relu(self.conv2(F.relu(self.conv1(x))))
 
 
+def slot_attention_round(slots, q, k, v, gru: nn.GRUCell, scale: float, eps: float) -> torch.Tensor:
+    """One round of slot attention (Locatello et al. 2020): slots [B, S, D] with their queries
+    q [B, S, D] compete for tokens (keys k, values v [B, N, D]): attention is normalised over
+    slots, then each slot takes the weighted mean of the values and a GRU updates it."""
+    attention = (torch.einsum("bsd,bnd->bsn", q, k) * scale).softmax(dim=1) + eps
+    attention = attention / attention.sum(dim=-1, keepdim=True)  # weighted mean over tokens
+    updates = torch.einsum("bsn,bnd->bsd", attention, v)
+    return gru(updates.flatten(0, 1), slots.flatten(0, 1)).unflatten(0, slots.shape[:2])
+
+
 def mlp(dims: list, activation: str = "relu", init_scheme: str = "torch") -> nn.Sequential:
     """Linear layers through ``dims`` with ``activation`` between them (none after the last)."""
     act = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}[activation]

@@ -47,7 +47,7 @@ from torch import nn
 
 from . import volume
 from .base import SceneModel, encoder_inputs, near_far
-from .layers import PositionalEncoding
+from .layers import PositionalEncoding, slot_attention_round
 
 
 class FourierFeatures(nn.Module):
@@ -138,11 +138,8 @@ class SlotAttention(nn.Module):
         inputs = self.norm_input(inputs)
         k, v = self.to_k(inputs), self.to_v(inputs)
         for _ in range(self.iters):
-            q = self.to_q(self.norm_slots(slots))
-            attention = (torch.einsum("bsd,bnd->bsn", q, k) * self.scale).softmax(dim=1) + self.eps
-            attention = attention / attention.sum(dim=-1, keepdim=True)  # weighted mean over tokens
-            updates = torch.einsum("bsn,bnd->bsd", attention, v)
-            slots = self.gru(updates.flatten(0, 1), slots.flatten(0, 1)).unflatten(0, (B, self.num_slots))
+            slots = slot_attention_round(slots, self.to_q(self.norm_slots(slots)), k, v, self.gru, self.scale,
+                                         self.eps)
             if self.self_attention is not None:
                 slots = slots + self.self_attention(slots, slots, slots, need_weights=False)[0]
             slots = slots + self.mlp(self.norm_pre_mlp(slots))

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .base import SceneModel
-from .layers import RayEncoder, linear, mlp
+from .layers import RayEncoder, linear, mlp, slot_attention_round
 from .reference import map_state_dict
 from .srt import RayPredictor, SRTEncoder
 
@@ -61,11 +61,8 @@ class SlotAttention(nn.Module):
             slots = slots + torch.randn_like(slots) * self.initial_slots_log_std.exp()
         k, v = self.to_k(inputs), self.to_v(inputs)
         for _ in range(self.iters):
-            q = self.to_q(self.norm_slots(slots))
-            attention = (torch.einsum("bsd,bnd->bsn", q, k) * self.scale).softmax(dim=1) + self.eps
-            attention = attention / attention.sum(dim=-1, keepdim=True)  # weighted mean over tokens
-            updates = torch.einsum("bsn,bnd->bsd", attention, v)
-            slots = self.gru(updates.flatten(0, 1), slots.flatten(0, 1)).unflatten(0, (B, self.num_slots))
+            slots = slot_attention_round(slots, self.to_q(self.norm_slots(slots)), k, v, self.gru, self.scale,
+                                         self.eps)
             slots = slots + self.mlp(self.norm_pre_mlp(slots))
         return slots
 
