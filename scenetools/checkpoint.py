@@ -80,9 +80,12 @@ def load(path) -> dict:
 
 
 def is_reference(checkpoint: dict) -> bool:
-    """A stelzner/srt or stelzner/osrt ``model.pt``: encoder and decoder state dicts."""
-    return "format" not in checkpoint and isinstance(checkpoint.get("encoder"), dict) and \
-        isinstance(checkpoint.get("decoder"), dict)
+    """A reference implementation's ``model.pt``: encoder and decoder state dicts
+    (stelzner/srt, stelzner/osrt) or one model state dict (stelzner/obsurf's CheckpointIO)."""
+    if "format" in checkpoint:
+        return False
+    return (isinstance(checkpoint.get("encoder"), dict) and isinstance(checkpoint.get("decoder"), dict)) or \
+        isinstance(checkpoint.get("model"), dict)
 
 
 def locate(run_or_checkpoint) -> tuple:

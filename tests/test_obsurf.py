@@ -6,6 +6,7 @@ import torch
 
 from scenetools import cameras
 from scenetools import config as configs
+from scenetools.errors import BadInput
 from scenetools.models import volume
 from scenetools.models.base import encoder_inputs, near_far
 from scenetools.models.obsurf import ObSuRF, features_at
@@ -307,7 +308,7 @@ def test_reference_checkpoints_map_onto_ours(data_parallel):
                        ref[f"encoder{wrap}.resnet.layer2.0.downsample.1.running_var"])
     assert torch.equal(model.decoder.layers[4].weight, ref[f"decoder{wrap}.net.net.main_layers.4.weight"])
     assert torch.equal(model.decoder.color_head[0].weight, ref[f"decoder{wrap}.net.color_predictor.0.weight"])
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(BadInput, match="unknown keys"):
         ObSuRF.from_reference({"model": {"encoder.something_else": torch.zeros(1)}})
 
 
@@ -353,3 +354,16 @@ def test_pixel_features_can_be_turned_off():
     _, colour = off.decode(scene, points, rays)
     _, other = off.decode({**scene, "features": torch.randn_like(scene["features"])}, points, rays)
     assert torch.equal(colour, other)
+
+
+def test_a_reference_model_pt_loads_through_the_commands_loader(tmp_path):
+    """stelzner/obsurf's CheckpointIO file ({"model": ..., "it": ...}) is recognised as a
+    reference checkpoint and loads with --config obsurf/clevr3d."""
+    from scenetools import checkpoint as ckpt
+
+    reference = reference_state()
+    path = tmp_path / "model.pt"
+    torch.save({**reference, "it": 1234}, path)
+    model, checkpoint, _ = ckpt.load_model(path, reference_preset="obsurf/clevr3d")
+    assert isinstance(model, ObSuRF) and checkpoint["step"] == 1234
+    assert torch.equal(model.decoder.layers[4].weight, reference["model"]["decoder.net.net.main_layers.4.weight"])

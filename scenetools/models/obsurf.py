@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import BadInput
 from . import volume
 from .base import SceneModel, encoder_inputs, near_far
 from .layers import PositionalEncoding, slot_attention_round
@@ -459,7 +460,7 @@ class ObSuRF(SceneModel):
             else:
                 unknown.append(key)
         if unknown:
-            raise ValueError(f"not an ObSuRF checkpoint: unknown keys {unknown[:3]}")
+            raise BadInput(f"not an ObSuRF checkpoint: unknown keys {unknown[:3]}")
         return out
 
 
