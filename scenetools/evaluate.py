@@ -114,9 +114,9 @@ def score_item(item: dict, output: dict, scenes: SceneFile, renderers: dict, lpi
         row.update(depth_error(output["depth"][0], item["target_depth"], item["render_range"]))
     mean_colour = item["input_images"].mean(dim=(0, 2, 3)).expand_as(target)
     row.update(_psnrs("baseline_mean_colour_", mean_colour, target, objects))
+    cams = scenes.read_views(scene_index, views, ("camera_to_world", "intrinsics")) if renderers else None
     for name, render in renderers.items():  # what the data's source can render without the objects
-        data = scenes.read_views(scene_index, views, ("camera_to_world", "intrinsics"))
-        rgb = render(data["camera_to_world"], data["intrinsics"], H, W)
+        rgb = render(cams["camera_to_world"], cams["intrinsics"], H, W)
         row.update(_psnrs(f"baseline_{name}_", torch.from_numpy(rgb).reshape(-1, 3).float() / 255, target, objects))
     return row
 
@@ -204,12 +204,13 @@ def save_images(folder, name: str, item: dict, output: dict, scenes: SceneFile) 
     pred = output["rgb"][0].reshape(len(views), H, W, 3).clamp(0, 1)
     truth = item["target_pixels"].reshape(len(views), H, W, 3)
     error = ((pred - truth) ** 2).sum(-1).sqrt().numpy()
+    if "segmentation" in output:
+        slots = output["segmentation"].shape[-1]
+        predicted = output["segmentation"][0].argmax(-1).reshape(len(views), H, W).numpy()
     rows = []
     for k in range(len(views)):
         row = [to_uint8(pred[k]), to_uint8(truth[k]), np.where(error[k, ..., None] > 0, turbo(error[k] / 0.5), 0)]
         if "segmentation" in output:
-            slots = output["segmentation"].shape[-1]
-            predicted = output["segmentation"][0].argmax(-1).reshape(len(views), H, W).numpy()
             row.append(colorize_labels(predicted[k] + 1, slots + 1))
             if "target_instance" in item:
                 row.append(colorize_labels(item["target_instance"].reshape(len(views), H, W)[k].numpy()))

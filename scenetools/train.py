@@ -29,7 +29,7 @@ from .errors import BadInput
 from .interrupts import StopRequest, ignore_stop_signals
 from .metrics import psnr_from_mse, segmentation_scores
 from .models import build_model, count_parameters
-from .models.base import encoder_inputs, near_far, rgb_mse
+from .models.base import encode_for_inference, encoder_inputs, near_far, rgb_mse
 from .progress import note, progress
 from .render import orbit_grid, render_rays
 from .scenefile import SceneFile
@@ -163,7 +163,7 @@ def trim_metrics(path: Path, step: int) -> None:
             tmp.write_text("".join(kept))
 
 
-def next_batch(batches, data_path):
+def next_batch(batches):
     """The next batch. An error inside a DataLoader worker arrives with the worker's
     traceback in its text: it becomes a one-line BadInput of the worker's own message."""
     try:
@@ -259,7 +259,7 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
         while step < max_steps:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, training)
-            batch = to_device(next_batch(batches, data_path), process.device)
+            batch = to_device(next_batch(batches), process.device)
             with precision:
                 loss, logs = net(batch, step)
             prediction = logs.pop("prediction", None)
@@ -367,7 +367,7 @@ def validate(model, dataset, device, precision) -> dict:
     for batch in DataLoader(dataset, batch_size=8):
         batch = to_device(batch, device)
         with precision:
-            scene = model.encode(encoder_inputs(batch))
+            scene = encode_for_inference(model, encoder_inputs(batch))
         prediction = render_rays(model, scene, batch["target_camera_pos"], batch["target_rays"],
                                  *near_far(batch), autocast=precision, outputs=("segmentation",))
         mse = rgb_mse(prediction["rgb"], batch["target_pixels"].cpu())
