@@ -1,9 +1,10 @@
-"""Render speed: frames per second along an orbit, at 64x64 and 128x128, for SRT and OSRT.
+"""Render speed: frames per second along an orbit, at 64x64 and 128x128, for SRT, OSRT and
+ObSuRF (rgb alone: ObSuRF volume-renders, coarse and fine samples through every slot).
 
-Two sizes of each model: the CPU configs the demo renders with (srt/synthetic,
-osrt/synthetic) and the reference CLEVR3D sizes (srt/clevr3d, osrt/clevr3d). The scene is
-encoded once (timed separately); each frame decodes every pixel's ray in chunks of 8192,
-as scene-render does. Weights are random: speed does not depend on them.
+Two sizes of each model: the CPU configs the demos render with (*/synthetic) and the
+reference CLEVR3D sizes (*/clevr3d). The scene is encoded once (timed separately); each
+frame decodes every pixel's ray in chunks of 8192, as scene-render does. Weights are random:
+speed does not depend on them.
 """
 import statistics
 import sys
@@ -22,7 +23,8 @@ from scenetools.camera_paths import SceneFrame, motion_path  # noqa: E402
 from scenetools.models import build_model  # noqa: E402
 from scenetools.render import render_path  # noqa: E402
 
-MODELS = {"srt": ("srt/synthetic", "srt/clevr3d"), "osrt": ("osrt/synthetic", "osrt/clevr3d")}
+MODELS = {"srt": ("srt/synthetic", "srt/clevr3d"), "osrt": ("osrt/synthetic", "osrt/clevr3d"),
+          "obsurf": ("obsurf/synthetic", "obsurf/clevr3d")}
 SIZES, FRAMES = (64, 128), 6
 
 
@@ -38,7 +40,7 @@ def measure(model_name, preset, size):
     K = cameras.intrinsics(1.1 * size, 1.1 * size, size / 2, size / 2)
     path = motion_path("rotate", base, K, SceneFrame(base[None], [0, 0, 1]), FRAMES + 1)
     times, last = [], time.perf_counter()
-    for _ in render_path(model, scene, path, size, size, (0.5, 60.0), torch.device("cpu")):
+    for _ in render_path(model, scene, path, size, size, (0.5, 60.0), torch.device("cpu"), outputs=()):  # rgb
         now = time.perf_counter()
         times.append(now - last)
         last = now

@@ -128,8 +128,6 @@ def safe_name(name: str) -> str:
 
 def check_new_output(path, overwrite: bool, option: str = "--overwrite") -> None:
     """Refuse to replace an existing file or non-empty folder unless asked to."""
-    from .errors import BadInput
-
     path = Path(path)
     if path.exists() and not overwrite and not (path.is_dir() and not any(path.iterdir())):
         raise BadInput(f"already exists; pass {option} to replace it", path)

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from .. import convert as conversion
+from ..atomic import check_new_output
 from ..errors import BadInput
 from ..sources import SOURCES, source_class
 from . import common
@@ -53,8 +54,7 @@ def command(source_name, paths, codec, splits, limit, workers, shard_size, overw
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in source_options)
         raise click.UsageError(f"{flags} only apply to --from synthetic")
     out = paths[-1]
-    if out.exists() and not overwrite:
-        raise BadInput("already exists (use --overwrite to replace it)", out)
+    check_new_output(out, overwrite)
     if not out.parent.is_dir():
         raise BadInput("output folder does not exist", out.parent)
     cls = source_class(source_name)
