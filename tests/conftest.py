@@ -1,16 +1,17 @@
-import subprocess
 import sys
 
 import pytest
+
+import processes
 
 from scenetools.convert import convert
 from scenetools.sources.synthetic import SyntheticSource
 
 
 def run_command(module: str, *args, cwd=None):
-    """Run a scenetools command as a user would, in a fresh process."""
-    return subprocess.run([sys.executable, "-m", f"scenetools.cli.{module}", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd)
+    """Run a scenetools command as a user would, in a fresh process, and check that nothing
+    it started outlives it."""
+    return processes.run([sys.executable, "-m", f"scenetools.cli.{module}", *args], cwd=cwd)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from scenetools.convert import convert
 from scenetools.errors import BadInput
 from scenetools.scenefile import SceneFile, SceneWriter
 from scenetools.sources.synthetic import SyntheticSource
+import processes
 from conftest import run_command
 from test_scenefile import FIELDS, H, W, assert_same, make_scene, write
 
@@ -280,25 +281,6 @@ def test_two_conversions_are_byte_identical(tmp_path):
 
 # ----------------------------------------------------------------------------- 5. orphans
 
-def children(pid: int) -> list:
-    """PIDs of the live descendants of ``pid`` (from /proc; zombies count as dead)."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z":
-            parents[int(stat.parent.name)] = int(fields[1])
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        kids = [p for p, pp in parents.items() if pp == parent]
-        found += kids
-        todo += kids
-    return found
-
-
 def spawned(pids) -> list:
     """The multiprocessing workers among ``pids``."""
     return [pid for pid in pids if b"spawn_main" in read_or_nothing(f"/proc/{pid}/cmdline")]
@@ -309,13 +291,6 @@ def read_or_nothing(path) -> bytes:
         return Path(path).read_bytes()
     except OSError:
         return b""
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
@@ -329,15 +304,28 @@ def test_workers_die_with_a_killed_conversion(tmp_path):
         deadline = time.time() + 60
         while time.time() < deadline and (len(spawned(workers)) < 2 or not (tmp_path / ".s.partial.h5").exists()):
             time.sleep(0.1)
-            workers = children(proc.pid)
+            workers = processes.children(proc.pid)
         assert len(spawned(workers)) == 2, "the conversion did not start its workers"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         deadline = time.time() + 5
-        while time.time() < deadline and any(map(alive, workers)):
+        while time.time() < deadline and any(map(processes.alive, workers)):
             time.sleep(0.1)
-        assert not [pid for pid in workers if alive(pid)], "workers outlived their parent"
+        assert not [pid for pid in workers if processes.alive(pid)], "workers outlived their parent"
     finally:
         proc.kill()
-        for pid in filter(alive, workers):
+        for pid in filter(processes.alive, workers):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_kill_9_at_random_points_of_a_parallel_conversion_then_resume_equals_an_uninterrupted_one(tmp_path):
+    """Three SIGKILLs of the main process at random moments: each time its workers die with
+    it, and the resumed file equals a file converted in one go."""
+    def args(out):
+        return [sys.executable, "-m", "scenetools.cli.convert", "--from", "synthetic", out, "--scenes", 600,
+                "--views", 4, "--size", 24, "--workers", 2, "-q"]
+    whole, killed = tmp_path / "whole.h5", tmp_path / "killed.h5"
+    started = time.time()
+    assert processes.run(args(whole)).returncode == 0
+    assert processes.kill_at_random_points(args(killed), 3, time.time() - started, seed=7) >= 1
+    assert_same_data(whole, killed)
