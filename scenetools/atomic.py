@@ -22,23 +22,43 @@ def partial_path(path) -> Path:
 
 
 @contextlib.contextmanager
+def parent_folders(path):
+    """Create the missing folders above ``path`` for the block; if the block fails, remove
+    those of them that are still empty (a resumable partial file keeps its folder)."""
+    created, folder = [], Path(path).absolute().parent
+    while not folder.exists():
+        created.append(folder)
+        folder = folder.parent
+    for folder in reversed(created):
+        folder.mkdir(exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in created:  # deepest first; rmdir refuses a folder that is not empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def atomic_output(path, keep_partial_on_error: bool = False):
     """Yield a temporary path; rename it to ``path`` if the block succeeds.
 
-    On an exception the temporary file (or folder) is removed, unless
-    ``keep_partial_on_error``, which resumable writers use when they are interrupted. A full
+    Missing folders above ``path`` are created. On an exception the temporary file (or
+    folder) is removed, and so are the folders created for it, unless ``keep_partial_on_error``, which resumable writers use when they are interrupted. A full
     disk or quota becomes a WriteError naming ``path``.
     """
     path = Path(path)
     tmp = partial_path(path)
-    try:
-        yield tmp
-    except BaseException as error:
-        if not keep_partial_on_error:
-            remove(tmp)
-        if is_out_of_space(error):
-            raise write_failure(error, path) from error
-        raise
+    with parent_folders(path):
+        try:
+            yield tmp
+        except BaseException as error:
+            if not keep_partial_on_error:
+                remove(tmp)
+            if is_out_of_space(error):
+                raise write_failure(error, path) from error
+            raise
     if tmp.is_dir() and path.is_dir():  # a folder output replaces the old folder as a whole
         remove(path)
     os.replace(tmp, path)

@@ -38,6 +38,18 @@ def save(path, *, model_name: str, config: dict, model, step: int, optimizer=Non
     return _write(checkpoint, path)
 
 
+def preview(scenes, index: int) -> dict:
+    """The preview scene of a checkpoint (``scenefile.preview_of``), its arrays as tensors so
+    that ``torch.load(weights_only=True)`` reads it."""
+    from .scenefile import preview_of
+
+    scene = preview_of(scenes, index)
+    scene["rgb_png"] = [torch.tensor(data) for data in scene["rgb_png"]]
+    for key in ("camera_to_world", "intrinsics"):
+        scene[key] = torch.tensor(scene[key])
+    return scene
+
+
 def _write(checkpoint: dict, path: Path) -> Path:
     """torch.save under a temporary name, renamed when complete. A failed write leaves
     nothing behind; a full disk (which torch reports only as "unexpected pos") becomes a

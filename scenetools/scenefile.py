@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -662,6 +663,12 @@ class SceneFile:
         """{split name: sorted scene indices}."""
         return {name: np.flatnonzero(self.split_of == name) for name in dict.fromkeys(self.split_of)}
 
+    def first_held_out(self) -> int:
+        """The first validation scene (else the first test scene, else scene 0): what a
+        command shows when no scene is named."""
+        splits = self.splits()
+        return next((int(splits[name][0]) for name in ("val", "test", "train") if name in splits), 0)
+
     def scene_of(self, row: int) -> int:
         """The scene owning view row ``row`` of the file."""
         return int(np.searchsorted(self.view_offset, row, side="right") - 1)
@@ -766,6 +773,41 @@ class SceneFile:
         category = self.categories[index] if self.categories is not None else ""
         return Scene(name=self.names[index], split=self.split_of[index], near_far=near_far,
                      category=category or None, **data)
+
+
+# ----------------------------------------------------------------------------- preview scenes
+
+def preview_of(scenes: SceneFile, index: int) -> dict:
+    """Scene ``index`` as a checkpoint's preview scene (formats/checkpoint.md): its views as
+    PNG bytes (uint8 arrays), its cameras and the file attributes a render needs."""
+    views = scenes.read_views(index)
+    near_far = scenes.near_far[index] if scenes.near_far is not None else None
+    return {"name": str(scenes.names[index]), "split": str(scenes.split_of[index]), "source": scenes.source,
+            "rgb_png": [encode_png(image, "rgb") for image in views["rgb"]],
+            "camera_to_world": views["camera_to_world"], "intrinsics": views["intrinsics"],
+            "near_far": None if near_far is None or not np.isfinite(near_far).all() else list(map(float, near_far)),
+            "render_range": None if scenes.render_range is None else list(map(float, scenes.render_range)),
+            "world_up": None if scenes.world_up is None else list(map(float, scenes.world_up))}
+
+
+@contextlib.contextmanager
+def preview_scene_file(preview: dict):
+    """A one-scene :class:`SceneFile` holding a preview scene, for the block's duration."""
+    rgb = np.stack([decode_png(np.asarray(data, np.uint8), "rgb", "uint8") for data in preview["rgb_png"]])
+    scene = Scene(name=preview["name"], split=preview["split"], rgb=rgb,
+                  camera_to_world=np.asarray(preview["camera_to_world"], np.float32),
+                  intrinsics=np.asarray(preview["intrinsics"], np.float32),
+                  near_far=tuple(preview["near_far"]) if preview["near_far"] else None)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{preview['name']}.h5"
+        with SceneWriter(path, height=rgb.shape[1], width=rgb.shape[2], source=preview["source"],
+                         render_range=preview["render_range"], attrs={"world_up": preview["world_up"]}) as writer:
+            writer.add(scene)
+        scenes = SceneFile(path)
+        try:
+            yield scenes
+        finally:
+            scenes.close()
 
 
 def validate_file(path) -> SceneFile:

@@ -250,6 +250,7 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
     precision = autocast(process.device, options.precision)
     max_steps = training["max_steps"]
     state = dict(model_name=model_name, config=config, data=config["run"]["data"],
+                 preview=ckpt.preview(scenes, scenes.first_held_out()),
                  **({"init_from": str(options.init_from)} if options.init_from else {}))
     bar = progress(total=max_steps, desc="training", unit="steps", initial=step) if process.is_main else None
     last, validation, bad_steps = {}, {}, BadSteps(training)

@@ -42,11 +42,19 @@ def test_convert_then_info(tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
+def test_convert_creates_the_output_folder_and_removes_it_on_bad_input(tmp_path):
+    """The Quick start's first command writes into a data/ folder that does not exist yet."""
+    out = tmp_path / "data" / "synthetic.h5"
+    assert run_command("convert", "--from", "synthetic", out, "--scenes", 3, "--views", 2, "--size", 8).returncode == 0
+    assert out.is_file()
+    bad = run_command("convert", "--from", "srn", tmp_path / "missing", tmp_path / "new" / "deeper" / "x.h5")
+    assert bad.returncode == 2 and not (tmp_path / "new").exists()
+
+
 def test_bad_usage_exits_2_with_one_line(tmp_path):
     cases = [
         ("convert", "--from", "synthetic"),  # no output
         ("convert", "--from", "synthetic", tmp_path / "x.h5", "--scenes", 0),
-        ("convert", "--from", "synthetic", tmp_path / "no" / "x.h5"),
         ("convert", "--from", "synthetic", tmp_path / "x.h5", "--split", "nope"),
         ("info", tmp_path / "missing.h5"),
         ("info", "--bogus"),

@@ -155,6 +155,25 @@ def test_render_pipe_video_decodes_to_n_frames(trained, tmp_path):  # noqa: F811
         assert np.abs(panel - png).mean() < np.abs(panel - other).mean()
 
 
+def test_a_bare_checkpoint_renders_its_preview_scene_through_the_pipe(trained, tmp_path):  # noqa: F811
+    """The design card's pipe from a checkpoint alone: no run folder, no data beside it."""
+    bare = tmp_path / "alone.pt"
+    bare.write_bytes((trained / "checkpoints" / "latest.pt").read_bytes())
+    pipe = subprocess.run(f"{sys.executable} -m scenetools.cli.render {bare} --motion rotate_and_closeup --frames 4"
+                          f" | {sys.executable} -m scenetools.cli.video -o {tmp_path / 'card.mp4'}",
+                          shell=True, capture_output=True, text=True, cwd=tmp_path)
+    assert pipe.returncode == 0, pipe.stderr
+    assert "preview scene" in pipe.stderr and len(decoded(tmp_path / "card.mp4")[1]) == 4
+    # The preview is the run's first validation scene, so it renders what --data renders.
+    a, b = tmp_path / "preview", tmp_path / "data"
+    assert run_command("render", bare, "--frames", 3, "-o", a).returncode == 0
+    assert run_command("render", bare, "--frames", 3, "-o", b, "--data", trained / "../scenes.h5").returncode == 0
+    for k in range(3):
+        np.testing.assert_array_equal(iio.imread(a / "rgb" / f"{k:05d}.png"), iio.imread(b / "rgb" / f"{k:05d}.png"))
+    other = run_command("render", bare, "--scene", 3, "-o", tmp_path / "x")
+    assert other.returncode == 2 and "--data" in other.stderr
+
+
 def test_render_folder_then_gif_and_odd_sizes(trained, tmp_path):  # noqa: F811
     frames = tmp_path / "frames"
     result = run_command("render", trained, "--motion", "spiral", "--frames", 4, "--size", "15x21", "-o", frames,

@@ -6,8 +6,7 @@ from pathlib import Path
 import click
 
 from .. import convert as conversion
-from ..atomic import check_new_output
-from ..errors import BadInput
+from ..atomic import check_new_output, parent_folders
 from ..sources import SOURCES, source_class
 from . import common
 
@@ -55,16 +54,15 @@ def command(source_name, paths, codec, splits, limit, workers, shard_size, overw
         raise click.UsageError(f"{flags} only apply to --from synthetic")
     out = paths[-1]
     check_new_output(out, overwrite)
-    if not out.parent.is_dir():
-        raise BadInput("output folder does not exist", out.parent)
     cls = source_class(source_name)
     try:
         source = cls(paths[0], **source_options) if takes_input else cls(**source_options)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     split_list = [s for s in splits.split(",") if s] if splits else None
-    conversion.convert(source, out, codec=codec, splits=split_list, limit=limit, workers=workers,
-                       shard_size=shard_size)
+    with parent_folders(out):
+        conversion.convert(source, out, codec=codec, splits=split_list, limit=limit, workers=workers,
+                           shard_size=shard_size)
     click.echo(str(out))
 
 

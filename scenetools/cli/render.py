@@ -18,9 +18,9 @@ from ..data import SceneDataset, ViewSelection, view_selection
 from ..errors import BadInput
 from ..framestream import encode_frame, write_folder_frame
 from ..models.base import encode_for_inference, encoder_inputs
-from ..progress import progress
+from ..progress import note, progress
 from ..render import render_path, to_uint8
-from ..scenefile import SceneFile
+from ..scenefile import SceneFile, preview_scene_file
 from . import common
 
 
@@ -39,11 +39,7 @@ def parse_size(text: str | None):
 def find_scene(scenes: SceneFile, scene: str | None) -> int:
     """A scene by index or name; by default the first validation scene (else the first)."""
     if scene is None:
-        splits = scenes.splits()
-        for name in ("val", "test", "train"):
-            if name in splits:
-                return int(splits[name][0])
-        return 0
+        return scenes.first_held_out()
     if scene.isdigit() and int(scene) < scenes.num_scenes:
         return int(scene)
     matches = np.flatnonzero(scenes.names == scene)
@@ -52,12 +48,25 @@ def find_scene(scenes: SceneFile, scene: str | None) -> int:
     return int(matches[0])
 
 
-def data_of_run(checkpoint: dict, run: Path | None, source) -> Path:
-    """The scene file a run was trained on (recorded relative to the run folder)."""
+@contextlib.contextmanager
+def scenes_to_render(checkpoint: dict, run: Path | None, source, data: Path | None, scene: str | None):
+    """The scene file to render from: ``--data``, else the data the run was trained on
+    (recorded relative to the run folder), else the checkpoint's own preview scene."""
     relative = checkpoint.get("config", {}).get("run", {}).get("data")
-    if run is None or relative is None or not (run / relative).exists():
+    if data is None and run is not None and relative is not None and (run / relative).exists():
+        data = run / relative
+    if data is not None:
+        yield SceneFile(data)
+        return
+    preview = checkpoint.get("preview")
+    if preview is None:
         raise BadInput("cannot find the data this checkpoint was trained on; pass --data DATA.h5", source)
-    return run / relative
+    if scene not in (None, "0", preview["name"]):
+        raise BadInput(f"the data this checkpoint was trained on is not here, and it carries only its preview "
+                       f"scene {preview['name']!r}; pass --data DATA.h5 for scene {scene!r}", source)
+    note(f"rendering the checkpoint's preview scene {preview['name']} (pass --data DATA.h5 for others)")
+    with preview_scene_file(preview) as scenes:
+        yield scenes
 
 
 @click.command("scene-render", context_settings={"max_content_width": 100})
@@ -111,37 +120,37 @@ def command(source, data, scene, motion, path_file, frames, fade, size, outputs,
         raise BadInput(f"model {checkpoint['model_name']} does not predict {', '.join(missing)} "
                        f"(it predicts rgb{''.join(', ' + o for o in model.outputs)})")
     model.to(device).eval()
-    scenes = SceneFile(data or data_of_run(checkpoint, run, source))
-    index = find_scene(scenes, scene)
+    with scenes_to_render(checkpoint, run, source, data, scene) as scenes:
+        index = find_scene(scenes, scene)
 
-    data_config = checkpoint["config"]["data"]
-    views = view_selection(data_config)
-    inputs = ViewSelection(views.num_inputs, "first", views.targets)
-    item = SceneDataset(scenes, None, inputs, num_rays=1, input_stride=data_config.get("input_stride", 1))[index]
-    scene_c2w = scenes.read_views(index, fields=("camera_to_world",))["camera_to_world"]
-    base = scenes.read_views(index, item["input_views"][:1].numpy(), ("camera_to_world", "intrinsics"))
-    height, width = parse_size(size) or (scenes.height, scenes.width)
-    K = np.diag([width / scenes.width, height / scenes.height, 1.0]) @ base["intrinsics"][0]
-    if motion == "path":
-        path, height, width = camera_paths.load_camera_path(path_file, *(parse_size(size) or (None, None)))
-    else:
-        frame = camera_paths.SceneFrame(scene_c2w, scenes.world_up)
-        path = camera_paths.motion_path(motion, base["camera_to_world"][0], K, frame, frames, fade)
-    if save_path:
-        with atomic_output(save_path) as tmp:
-            camera_paths.save_camera_path(path, height, width, fps, tmp)
+        data_config = checkpoint["config"]["data"]
+        views = view_selection(data_config)
+        inputs = ViewSelection(views.num_inputs, "first", views.targets)
+        item = SceneDataset(scenes, None, inputs, num_rays=1, input_stride=data_config.get("input_stride", 1))[index]
+        scene_c2w = scenes.read_views(index, fields=("camera_to_world",))["camera_to_world"]
+        base = scenes.read_views(index, item["input_views"][:1].numpy(), ("camera_to_world", "intrinsics"))
+        height, width = parse_size(size) or (scenes.height, scenes.width)
+        K = np.diag([width / scenes.width, height / scenes.height, 1.0]) @ base["intrinsics"][0]
+        if motion == "path":
+            path, height, width = camera_paths.load_camera_path(path_file, *(parse_size(size) or (None, None)))
+        else:
+            frame = camera_paths.SceneFrame(scene_c2w, scenes.world_up)
+            path = camera_paths.motion_path(motion, base["camera_to_world"][0], K, frame, frames, fade)
+        if save_path:
+            with atomic_output(save_path) as tmp:
+                camera_paths.save_camera_path(path, height, width, fps, tmp)
 
-    latent = encode_for_inference(model, {k: v[None].to(device) for k, v in encoder_inputs(item).items()})
-    frames_out = render_path(model, latent, path, height, width, item["render_range"].tolist(), device, chunk,
-                             outputs=[OUTPUT_OF.get(name, name) for name in wanted if name not in ("input", "rgb")])
-    inputs_uint8 = [to_uint8(image.permute(1, 2, 0)) for image in item["input_images"]]
-    if to_stream:
-        with open(out, "wb") if out not in (None, "-") else contextlib.nullcontext(sys.stdout.buffer) as stream:
-            write_stream(frames_out, wanted, inputs_uint8, len(path), stream)
-    else:
-        folder = Path(out) if out else (run or Path(".")) / "renders" / safe_name(f"{motion}-{scenes.names[index]}")
-        write_folder(frames_out, wanted, inputs_uint8, len(path), folder)
-        click.echo(str(folder))
+        latent = encode_for_inference(model, {k: v[None].to(device) for k, v in encoder_inputs(item).items()})
+        frames_out = render_path(model, latent, path, height, width, item["render_range"].tolist(), device, chunk,
+                                 outputs=[OUTPUT_OF.get(name, name) for name in wanted if name not in ("input", "rgb")])
+        inputs_uint8 = [to_uint8(image.permute(1, 2, 0)) for image in item["input_images"]]
+        if to_stream:
+            with open(out, "wb") if out not in (None, "-") else contextlib.nullcontext(sys.stdout.buffer) as stream:
+                write_stream(frames_out, wanted, inputs_uint8, len(path), stream)
+        else:
+            folder = Path(out) if out else (run or Path(".")) / "renders" / safe_name(f"{motion}-{scenes.names[index]}")
+            write_folder(frames_out, wanted, inputs_uint8, len(path), folder)
+            click.echo(str(folder))
 
 
 #: ``--outputs`` name -> the model output it shows
