@@ -214,9 +214,13 @@ def test_bad_input_names_the_file(tmp_path, case):
 def test_malformed_layouts_raise_bad_input_naming_the_path(tmp_path):
     truth = make_srn_dataset(tmp_path / "srn", 3)
     root, folder = truth["root"], truth["scenes"][0]["folder"]
-    with pytest.raises(BadInput, match="neither an SRN split folder") as error:
+    with pytest.raises(BadInput, match="an SRN instance folder") as error:
         SRNSource(folder)
     assert error.value.path == folder
+    (tmp_path / "nothing" / "some_folder").mkdir(parents=True)
+    with pytest.raises(BadInput, match="neither a folder of SRN instance folders") as error:
+        SRNSource(tmp_path / "nothing")
+    assert error.value.path == tmp_path / "nothing"
     (tmp_path / "empty" / "cars_val").mkdir(parents=True)
     with pytest.raises(BadInput, match="no instance folders"):
         SRNSource(tmp_path / "empty")
@@ -238,3 +242,48 @@ def test_malformed_layouts_raise_bad_input_naming_the_path(tmp_path):
     with pytest.raises(BadInput, match="pose without an image") as error:
         source.load(refs[:1])
     assert error.value.path == folder / "pose" / "000007.txt"
+
+
+def test_any_folder_of_instance_folders_converts_with_its_split_from_the_name_or_the_option(tmp_path):
+    truth = make_srn_dataset(tmp_path / "srn", 3, splits=("train",))
+    mine = (tmp_path / "srn" / "cars_train").rename(tmp_path / "my_objects")
+    scenes = convert_cli(mine, tmp_path / "mine.h5")
+    assert list(scenes.names) == [s["name"] for s in truth["scenes"]]
+    assert list(scenes.split_of) == ["train"] * 3 and list(scenes.categories) == [""] * 3
+    assert scenes.source == "srn" and scenes.render_range is None and np.isnan(scenes.near_far).all()
+    assert scenes.source_info["split_folders"] == ["my_objects"]
+    for s, expected in enumerate(truth["scenes"]):
+        scene = scenes.scene(s)
+        np.testing.assert_allclose(scene.camera_to_world, expected["camera_to_world"], atol=1e-6)
+        for view, p in enumerate(expected["pool"]):
+            np.testing.assert_array_equal(scene.rgb[view], truth["pool"][p]["rgb"])
+    test = convert_cli(mine, tmp_path / "test.h5", "--as-split", "test")
+    assert list(test.split_of) == ["test"] * 3
+
+    # <category>_<split> names give both, for any category; cars and chairs keep their near/far.
+    lamps = (tmp_path / "data" / "lamps_val")
+    lamps.parent.mkdir()
+    mine.rename(lamps)
+    scenes = convert_cli(lamps, tmp_path / "lamps.h5")
+    assert list(scenes.split_of) == ["val"] * 3 and list(scenes.categories) == ["lamps"] * 3
+    assert scenes.source == "srn:lamps" and scenes.render_range is None
+    assert [(r.split, r.key[1]) for r in SRNSource(lamps.parent).scan()] == [("val", "lamps")] * 3
+    cars = SRNSource(lamps.rename(tmp_path / "data" / "cars_val"), split="val")
+    assert cars.info.render_range == (0.8, 1.8) and cars.load(cars.scan()[:1])[0].near_far == (0.8, 1.8)
+
+
+def test_a_bad_folder_of_instance_folders_is_one_line_of_bad_input(tmp_path):
+    truth = make_srn_dataset(tmp_path / "srn", 3, splits=("train",))
+    mine = (tmp_path / "srn" / "cars_train").rename(tmp_path / "my_objects")
+    out = tmp_path / "out.h5"
+    missing = truth["scenes"][1]["name"]
+    (mine / missing / "pose").rename(mine / missing / "poses")
+    assert_bad_input(run_command("convert", "--from", "srn", mine, out), mine / missing / "pose", out)
+    (mine / missing / "poses").rename(mine / missing / "pose")
+    # A split the name contradicts, a split option for a folder of split folders, a bad name,
+    # and an option of another source.
+    named = mine.rename(tmp_path / "srn" / "cars_test")
+    for folder, split in [(named, "val"), (tmp_path / "srn", "train"), (named, "a b")]:
+        assert_bad_input(run_command("convert", "--from", "srn", folder, out, "--as-split", split), "--as-split", out)
+    result = run_command("convert", "--from", "synthetic", out, "--as-split", "test")
+    assert_bad_input(result, "--as-split only apply to --from srn", out)

@@ -11,10 +11,16 @@ Layout::
         pose/000000.txt ...             4x4 camera-to-world: 16 numbers on one line, or 4 lines of 4
     chairs_train/chairs_2.0_train/<instance>/...   the public chairs_train is one level deeper
 
-IN is one split folder or a folder holding several. A scene is an instance: its name is the
-instance id, its category the folder's (``cars``, ``chairs``), its split the folder's suffix.
-Views are the images in file-name order (SRN's sorted glob), each paired with the pose file
-of the same name; their number varies (50 to 251).
+IN is one split folder or a folder holding several split folders. A split folder is any folder
+of instance folders (as SRN's reader takes any), whatever its name, since other datasets ship
+in this layout under other names: a name ``<category>_<split>`` (``cars_train``,
+``lamps_test``; split train, val or test) gives the category and the split; any other name
+(``my_objects``) gives neither, and its split is the ``split`` argument (``scene-convert
+--as-split NAME``, default train). A folder holding split folders holds them under
+``<category>_<split>`` names. A scene is an instance: its name is the instance id, its
+category the folder's (``""`` when the name gives none), its split the folder's. Views are
+the images in file-name order (SRN's sorted glob), each paired with the pose file of the
+same name; their number varies (50 to 251).
 
 Conventions converted here:
 
@@ -34,7 +40,8 @@ Conventions converted here:
 * RGBA images are composited onto white (SRN's renderings have a white background); RGB
   images are kept as they are. Images are not cropped or resized.
 * near/far: cars (0.8, 1.8), chairs (1.25, 2.75), pixelNeRF's ``z_near``/``z_far``; they are
-  also the file's render range (their union when IN holds both categories).
+  also the file's render range (their union when IN holds both categories). Other categories
+  have no known near/far: NaN per scene, and no render range in the file.
 """
 from __future__ import annotations
 
@@ -52,8 +59,11 @@ from .files import image_size, read_numbers, read_rgb, require
 
 NEAR_FAR = {"cars": (0.8, 1.8), "chairs": (1.25, 2.75)}
 SPLITS = ("train", "val", "test")
-#: cars_train, chairs_test, ... and the nested chairs_2.0_train.
-SPLIT_FOLDER = re.compile(r"(cars|chairs)(?:_2\.0)?_(train|val|test)")
+DEFAULT_SPLIT = "train"  # of a folder of instances whose name gives no split
+#: <category>_<split>: cars_train, chairs_test, lamps_val, ... and the nested chairs_2.0_train.
+SPLIT_FOLDER = re.compile(r"(.+?)(?:_2\.0)?_(train|val|test)")
+SPLIT_NAME = re.compile(r"[\w.-]+")
+INSTANCE_ENTRIES = ("rgb", "pose", "intrinsics.txt")  # any one of them marks an instance folder
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # SRN's glob_imgs
 PIXEL_CENTRE_SHIFT = 0.5  # SRN's integer pixel coordinates -> our pixel centres
 
@@ -166,21 +176,38 @@ def survey(split_folders: list) -> tuple:
 
 # ----------------------------------------------------------------------------- source
 
-def find_split_folders(path: Path) -> list:
-    """[(category, split, folder holding the instances)] of IN: one split folder, or the
-    split folders inside it, ordered by category then train, val, test."""
+def find_split_folders(path: Path, split: str | None = None) -> list:
+    """[(category, split, folder holding the instances)] of IN, ordered by category then
+    train, val, test: IN itself when it is a folder of instance folders (category and split
+    from a ``<category>_<split>`` name, else ``""`` and ``split``, default train), or the
+    ``<category>_<split>`` folders inside it. ValueError if ``split`` contradicts the names."""
     path = require(path, "folder")
-    own = _split_folder(path)
-    if own:
-        return [own]
-    found = [s for s in (_split_folder(p) for p in sorted(path.iterdir()) if p.is_dir()) if s]
+    if split is not None and not SPLIT_NAME.fullmatch(split):
+        raise ValueError(f"--as-split {split!r}: a split name is letters, digits, '_', '-' or '.'")
+    if _is_instance(path):
+        raise BadInput("an SRN instance folder; give the folder of instance folders holding it", path)
+    children = [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    named = _split_folder(path)
+    if any(_is_instance(p) for p in children):
+        found = [named or ("", split or DEFAULT_SPLIT, str(path))]
+    else:  # split folders inside, or (an empty split folder) none
+        found = sorted(filter(None, map(_split_folder, children)), key=lambda s: (s[0], SPLITS.index(s[1])))
+        found = found or [named] * bool(named)
     if not found:
-        raise BadInput("neither an SRN split folder (cars_train, cars_val, cars_test, chairs_train, ...) "
-                       "nor a folder holding one", path)
-    return sorted(found, key=lambda s: (s[0], SPLITS.index(s[1])))
+        raise BadInput("neither a folder of SRN instance folders (each holding rgb/, pose/ and intrinsics.txt) "
+                       "nor a folder holding split folders (cars_train, chairs_val, <category>_<split>, ...)", path)
+    if split is not None and {s[1] for s in found} != {split}:
+        raise ValueError(f"--as-split {split} applies to a folder of instance folders whose name gives no split; "
+                         f"{path.name} gives {', '.join(sorted({s[1] for s in found}))}")
+    return found
+
+
+def _is_instance(path: Path) -> bool:
+    return any((path / entry).exists() for entry in INSTANCE_ENTRIES)
 
 
 def _split_folder(path: Path):
+    """(category, split, instance folder) of a folder named ``<category>_<split>``, else None."""
     match = SPLIT_FOLDER.fullmatch(path.name)
     if not match:
         return None
@@ -189,25 +216,38 @@ def _split_folder(path: Path):
     return category, split, str(nested if nested.is_dir() else path)
 
 
+def _render_range(categories: list):
+    """The union of the categories' near/far, or None when one of them has none."""
+    if not all(c in NEAR_FAR for c in categories):
+        return None
+    ranges = [NEAR_FAR[c] for c in categories]
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+
+def _dataset_name(categories: list, split_folders: list) -> str:
+    if all(c in NEAR_FAR for c in categories):
+        return "SRN ShapeNet " + " and ".join(categories)
+    return "SRN layout: " + ", ".join(Path(folder).name for _, _, folder in split_folders)
+
+
 class SRNSource:
-    """scene-convert --from srn: SRN's ShapeNet cars/chairs split folders."""
+    """scene-convert --from srn: SRN's ShapeNet cars/chairs split folders, or any folder of
+    instance folders in their layout (``split``: its split when its name gives none)."""
 
     batch_size = 4
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, split: str | None = None):
         self.path = Path(path)
-        self.split_folders = find_split_folders(self.path)
+        self.split_folders = find_split_folders(self.path, split)
         height, width, views = survey([folder for _, _, folder in self.split_folders])
         categories = sorted({category for category, _, _ in self.split_folders})
-        ranges = [NEAR_FAR[c] for c in categories]
-        render_range = (min(r[0] for r in ranges), max(r[1] for r in ranges))
         self.info = SourceInfo(
-            source="srn:" + categories[0] if len(categories) == 1 else "srn",
-            height=height, width=width, render_range=render_range, fields={},
+            source="srn:" + categories[0] if len(categories) == 1 and categories[0] else "srn",
+            height=height, width=width, render_range=_render_range(categories), fields={},
             attrs={"source_info": {
-                "dataset": "SRN ShapeNet " + " and ".join(categories),
+                "dataset": _dataset_name(categories, self.split_folders),
                 "split_folders": [Path(folder).name for _, _, folder in self.split_folders],
-                "near_far": {c: list(NEAR_FAR[c]) for c in categories},
+                "near_far": {c: list(NEAR_FAR[c]) for c in categories if c in NEAR_FAR},
                 "pixel_centres": "cx, cy = SRN's rescaled cx, cy + 0.5 (SRN casts pixel (i, j) through (j, i))",
                 "rgba": "composited onto white"}},
             views_per_scene=views)
@@ -230,5 +270,5 @@ class SRNSource:
             instance, category = ref.key
             _, rgb, c2w, K = read_instance(Path(instance), self.info.height, self.info.width)
             scenes.append(Scene(name=ref.name, split=ref.split, rgb=rgb, camera_to_world=c2w, intrinsics=K,
-                                near_far=NEAR_FAR[category], category=category))
+                                near_far=NEAR_FAR.get(category), category=category))
         return scenes

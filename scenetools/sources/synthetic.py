@@ -19,6 +19,12 @@ gives the same file, and :func:`sample_scene` recreates any scene's objects and 
 (both versions place the same objects and azimuths; only the cameras' distances and
 heights differ). :func:`render` with no objects gives the background-only image of the same
 cameras, the baseline a model must beat on object pixels.
+
+The other kind, ``kind="objects"`` (``scene-convert --from synthetic --kind objects``), makes
+single part-labelled objects like SRN's ShapeNet renders (chairs, tables, lamps, cars on
+white, 50 random views per train object and 251 spiral views per val/test object, per-pixel
+part classes in ``semantic``): see :mod:`scenetools.sources.synthetic_objects`. Its files say
+``source_info["kind"] = "objects"``; the scenes above are unchanged by it.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ import torch
 
 from .. import cameras
 from ..scenefile import Scene
-from . import SceneRef, SourceInfo
+from . import SceneRef, SourceInfo, synthetic_objects
 
 #: Bump when anything below changes the rendered images; written to the file (as
 #: ``source_info["generator_version"]``). Version 1 spaced the cameras evenly on the ring,
@@ -44,6 +50,7 @@ GENERATOR_VERSIONS = (2, 3)
 #: exact for any of them.
 BACKGROUND_VERSIONS = (1, 2, 3)
 
+KINDS = ("scenes", "objects")
 SHAPES = ("sphere", "cube", "cylinder")
 COLORS = np.array([  # CLEVR's palette
     [87, 87, 87], [173, 35, 35], [42, 75, 215], [29, 105, 20],
@@ -313,29 +320,60 @@ def split_of(index: int, num_scenes: int) -> str:
 
 
 class SyntheticSource:
-    """scene-convert --from synthetic: renders scenes instead of reading them."""
+    """scene-convert --from synthetic: renders scenes instead of reading them. ``kind``
+    "scenes" (the default) makes the multi-object scenes above, "objects" single part-labelled
+    objects (:mod:`scenetools.sources.synthetic_objects`; ``views`` then applies to train
+    objects, ``test_views`` to val and test ones, and ``categories`` picks the categories)."""
 
     batch_size = 16  # scenes rendered per vectorised call
 
-    def __init__(self, scenes: int = 1000, views: int = 10, size: int = 64, seed: int = 0,
-                 generator_version: int = GENERATOR_VERSION):
-        if scenes < 1 or views < 1 or size < 8:
-            raise ValueError("need --scenes >= 1, --views >= 1 and --size >= 8")
+    def __init__(self, scenes: int = 1000, views: int | None = None, size: int = 64, seed: int = 0,
+                 generator_version: int | None = None, kind: str = "scenes", test_views: int | None = None,
+                 categories=None):
+        if scenes < 1 or (views is not None and views < 1) or size < 8 or (test_views is not None and test_views < 1):
+            raise ValueError("need --scenes >= 1, --views >= 1, --test-views >= 1 and --size >= 8")
+        if kind not in KINDS:
+            raise ValueError(f"--kind must be one of {', '.join(KINDS)}")
+        self.kind, self.scenes, self.size, self.seed = kind, scenes, size, seed
+        if kind == "objects":
+            self._init_objects(views, test_views, categories, generator_version)
+            return
+        if test_views is not None or categories:
+            raise ValueError("--test-views and --categories apply to --kind objects")
+        generator_version = GENERATOR_VERSION if generator_version is None else generator_version
         if generator_version not in GENERATOR_VERSIONS:
             raise ValueError(f"--generator-version must be one of {', '.join(map(str, GENERATOR_VERSIONS))}")
-        self.scenes, self.views, self.size, self.seed = scenes, views, size, seed
+        self.views = 10 if views is None else views
         self.generator_version = generator_version
         self.info = SourceInfo(
             source="synthetic", height=size, width=size, render_range=RENDER_RANGE,
             fields={"depth": "float32", "instance": "uint8"},
             attrs={"world_up": [0.0, 0.0, 1.0],
                    "source_info": {"generator": "scenetools.synthetic", "generator_version": generator_version,
-                                   "seed": seed, "scenes": scenes, "views": views, "size": size}})
+                                   "seed": seed, "scenes": scenes, "views": self.views, "size": size}})
+
+    def _init_objects(self, views, test_views, categories, generator_version):
+        if generator_version not in (None, synthetic_objects.GENERATOR_VERSION):
+            raise ValueError(f"--generator-version: --kind objects has version {synthetic_objects.GENERATOR_VERSION} only")
+        self.objects = synthetic_objects.ObjectsSource(self.scenes, views, test_views, self.size, self.seed,
+                                                       categories)
+        self.batch_size = synthetic_objects.ObjectsSource.batch_size
+        self.info = SourceInfo(
+            source="synthetic:objects", height=self.size, width=self.size,
+            render_range=synthetic_objects.RENDER_RANGE,
+            fields={"depth": "float32", "instance": "uint8", "semantic": "uint8"},
+            attrs={"world_up": [0.0, 0.0, 1.0],
+                   "semantic_classes": synthetic_objects.class_names(self.objects.categories),
+                   "source_info": self.objects.source_info()},
+            views_per_scene=self.objects.views)
 
     def scan(self) -> list:
-        return [SceneRef(f"scene_{i:06d}", split_of(i, self.scenes), i) for i in range(self.scenes)]
+        return [SceneRef(f"{'object' if self.kind == 'objects' else 'scene'}_{i:06d}", split_of(i, self.scenes), i)
+                for i in range(self.scenes)]
 
     def load(self, refs: list) -> list:
+        if self.kind == "objects":
+            return [Scene(name=ref.name, split=ref.split, **self.objects.load(ref, ref.split)) for ref in refs]
         sampled = [sample_scene(self.seed, ref.key, self.views, self.size, self.generator_version) for ref in refs]
         c2w = np.stack([s[1] for s in sampled])
         K = np.stack([s[2] for s in sampled])
@@ -347,6 +385,9 @@ class SyntheticSource:
 
 def baselines(scenes) -> dict:
     """scene-eval's baselines for a synthetic file: the background-only render of the same
-    cameras (ground, haze and sky without the objects), for the versions it is exact for."""
+    cameras (ground, haze and sky without the objects; white for single objects), for the
+    versions it is exact for."""
+    if scenes.source_info.get("kind") == "objects":
+        return {"background": synthetic_objects.white}
     version = scenes.source_info.get("generator_version")
     return {"background": background} if version in BACKGROUND_VERSIONS else {}
