@@ -10,14 +10,13 @@ Folder: ``DIR/<output>/00000.png ...`` per output and ``DIR/input/00000.png ...`
 """
 from __future__ import annotations
 
-import io
 import json
 import struct
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, PngImagePlugin
 
+from . import images
 from .errors import BadInput
 
 FORMAT, VERSION = "scenetools.frames", 1
@@ -26,12 +25,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def encode_frame(image: np.ndarray, output: str, frame: int, frames: int) -> bytes:
-    info = PngImagePlugin.PngInfo()
-    info.add_text("scenetools", json.dumps({"format": FORMAT, "version": VERSION, "output": output, "frame": frame,
-                                            "frames": frames}))
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", pnginfo=info, compress_level=1)
-    return buffer.getvalue()
+    meta = {"format": FORMAT, "version": VERSION, "output": output, "frame": frame, "frames": frames}
+    return images.encode_png(image, compress_level=1, text={"scenetools": json.dumps(meta)}).tobytes()
 
 
 def read_stream(stream, name="<stdin>"):
@@ -44,11 +39,10 @@ def read_stream(stream, name="<stdin>"):
     announced = None
     for data in _split_pngs(stream, name):
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                meta = json.loads(image.text.get("scenetools", "null")) or {"output": "rgb", "frame": None}
-                array = np.asarray(image.convert("RGB"))
-        except (OSError, ValueError, SyntaxError) as error:
+            array, text = images.decode_with_text(data)
+            array = images.to_rgb(array)
+            meta = json.loads(text.get("scenetools", "null")) or {"output": "rgb", "frame": None}
+        except images.DECODE_ERRORS as error:
             raise BadInput(f"corrupt PNG in the frame stream ({error})", name) from None
         output = meta.get("output", "rgb")
         if meta.get("frame") is None:
@@ -89,7 +83,7 @@ def _split_pngs(stream, name):
 def write_folder_frame(folder: Path, image: np.ndarray, output: str, frame: int) -> None:
     target = Path(folder) / output
     target.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(target / f"{frame:05d}.png", compress_level=1)
+    (target / f"{frame:05d}.png").write_bytes(images.encode_png(image, compress_level=1).tobytes())
 
 
 def read_folder(folder) -> tuple:
@@ -114,8 +108,8 @@ def read_folder(folder) -> tuple:
 
 
 def load_png(path) -> np.ndarray:
+    """uint8 [H, W, 3] of a frame file."""
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as error:
+        return images.to_rgb(images.decode(path))
+    except images.DECODE_ERRORS as error:
         raise BadInput(f"unreadable frame ({error})", path) from None

@@ -4,7 +4,6 @@ validates before it writes, a reader that is safe across DataLoader forks, and a
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import tempfile
@@ -13,9 +12,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from PIL import Image
 
-from . import cameras
+from . import cameras, images
 from .atomic import GuardedFile, partial_path, remove
 from .errors import BadInput, write_failure
 from .progress import note, progress
@@ -117,18 +115,13 @@ def encode_png(array: np.ndarray, field_name: str) -> np.ndarray:
     rgb -> RGB PNG; depth -> RGBA PNG of the little-endian float32 bytes (lossless, as
     TFDS stores float images); instance/semantic -> 8- or 16-bit grey PNG.
     """
-    if field_name == "depth":
-        array = np.ascontiguousarray(array, "<f4").view(np.uint8).reshape(array.shape + (4,))
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=3)
-    return np.frombuffer(buffer.getvalue(), np.uint8)
+    return images.encode_png(images.rgba_from_float32(array) if field_name == "depth" else array)
 
 
 def decode_png(data: np.ndarray, field_name: str, dtype: str) -> np.ndarray:
-    with Image.open(io.BytesIO(data.tobytes())) as image:
-        array = np.asarray(image)
+    array = images.decode(data)
     if field_name == "depth":
-        return array.reshape(array.shape[:2] + (4,)).view("<f4")[..., 0].astype(np.float32)
+        return images.float32_from_rgba(array)
     return array.astype(dtype, copy=False)
 
 
@@ -883,7 +876,7 @@ def _reads_back(ds, low: int, high: int) -> bool:
         data = ds[low:high]
     except OSError:
         return False
-    return ds.attrs.get("codec") != "png" or not any(map(_png_problem, data))
+    return ds.attrs.get("codec") != "png" or not any(map(images.png_problem, data))
 
 
 def _row_problem(ds, row: int) -> str | None:
@@ -899,16 +892,7 @@ def _row_problem(ds, row: int) -> str | None:
     except OSError as error:
         return "corrupt data (checksum mismatch)" if ds.fletcher32 and "filter" in str(error) else \
             f"unreadable ({_one_line(error)})"
-    return _png_problem(data) if ds.attrs.get("codec") == "png" else None
-
-
-def _png_problem(data: np.ndarray) -> str | None:
-    try:
-        with Image.open(io.BytesIO(data.tobytes())) as image:
-            image.verify()  # checks the CRC of every PNG chunk
-    except Exception as error:  # noqa: BLE001 - PIL raises many kinds on bad data
-        return f"corrupt PNG ({_one_line(error) or type(error).__name__})"
-    return None
+    return images.png_problem(data) if ds.attrs.get("codec") == "png" else None
 
 
 def _intact_scenes(f, written: int) -> tuple:

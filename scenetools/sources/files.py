@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .. import images
 from ..errors import BadInput
 
 
@@ -24,33 +25,13 @@ def require(path, what: str = "file") -> Path:
 
 
 def read_image(path) -> np.ndarray:
-    """Decode an image file fully (PNG, JPEG, ...) to a numpy array, as stored: [H, W],
-    [H, W, 3] or [H, W, 4]; 16-bit grey PNGs stay uint16."""
+    """Decode an image file fully (PNG, JPEG, ...) to a numpy array, as stored
+    (:func:`scenetools.images.decode`): [H, W], [H, W, 3] or [H, W, 4]."""
     path = require(path)
     try:
-        with Image.open(path) as image:
-            image.load()  # decode everything now: a truncated file fails here, not later
-            if image.mode == "P":
-                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-            elif image.mode in ("I;16", "I;16B", "I;16L"):
-                return np.asarray(image).astype(np.uint16)
-            elif image.mode not in ("L", "RGB", "RGBA", "I", "F"):
-                image = image.convert("RGB")
-            return np.asarray(image)
-    except (OSError, SyntaxError, ValueError) as error:
+        return images.decode(path)
+    except images.DECODE_ERRORS as error:
         raise BadInput(f"unreadable or truncated image ({error})", path) from None
-
-
-def rgb_on_background(image: np.ndarray, background: int = 255) -> np.ndarray:
-    """uint8 [H, W, 3] from a grey, RGB or RGBA image; alpha is composited onto
-    ``background`` (white by default, as SRN's renderings are shown)."""
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    if image.shape[-1] == 4:
-        alpha = image[..., 3:].astype(np.float32) / 255.0
-        rgb = image[..., :3].astype(np.float32) * alpha + background * (1.0 - alpha)
-        return (rgb + 0.5).astype(np.uint8)
-    return image[..., :3].astype(np.uint8, copy=False)
 
 
 def read_numbers(path) -> list:
@@ -93,7 +74,7 @@ def read_rgb(path, height: int, width: int) -> np.ndarray:
     if image.shape[:2] != (height, width):
         raise BadInput(f"image is {image.shape[1]}x{image.shape[0]}, expected {width}x{height} "
                        "(the size of the first image: all views must share one size)", path)
-    return rgb_on_background(image)
+    return images.to_rgb(image, background=255)  # alpha onto white, as SRN shows its renders
 
 
 def image_size(path) -> tuple:

@@ -45,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
-import io
 import json
 import os
 import re
@@ -54,9 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from .. import cameras
+from .. import cameras, images
 from ..errors import BadInput
 from ..scenefile import Scene, check_cameras
 from . import SceneRef, SourceInfo
@@ -471,27 +469,25 @@ def _scene_name(window: _Window, offset: int, length: int, path: Path, index: in
 # ----------------------------------------------------------------------------- images
 
 def decode_png(data: bytes, mode: str, size, where: str, path: Path) -> np.ndarray:
-    """Decode one PNG of a record to a numpy array in PIL ``mode``, of ``size`` (H, W) if given.
+    """Decode one PNG of a record to a numpy array of layout ``mode`` ("RGB", "L" or
+    "RGBA"), of ``size`` (H, W) if given.
 
-    Colour images are converted to RGB as tensorflow would; grey ids ("L") and bit-cast
-    floats ("RGBA") must be stored in exactly that mode, since a conversion would alter them.
+    Colour images become RGB as tensorflow's decode_png(channels=3) makes them; grey ids
+    ("L") and bit-cast floats ("RGBA") must be stored in exactly that layout, since a
+    conversion would alter them.
     """
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            if image.mode != mode and mode != "RGB":
-                raise BadInput(f"{where}: PNG of mode {image.mode}, expected {mode}", path)
-            array = np.asarray(image if image.mode == mode else image.convert(mode))
-    except (OSError, SyntaxError, ValueError) as error:
+        array = images.decode(data)
+    except images.DECODE_ERRORS as error:
         raise BadInput(f"{where}: unreadable or truncated PNG ({error})", path) from None
+    stored = images.channels(array)
+    if mode == "RGB" and stored in ("L", "RGB", "RGBA"):
+        array = images.to_rgb(array)
+    elif stored != mode:
+        raise BadInput(f"{where}: PNG of mode {stored}, expected {mode}", path)
     if size is not None and array.shape[:2] != tuple(size):
         raise BadInput(f"{where}: image is {array.shape[0]}x{array.shape[1]}, expected {size[0]}x{size[1]}", path)
     return array
-
-
-def float_image(rgba: np.ndarray) -> np.ndarray:
-    """TFDS float32 image: each pixel's 4 bytes are the little-endian float32."""
-    return np.ascontiguousarray(rgba).view("<f4")[..., 0].astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- source
@@ -628,16 +624,16 @@ class KubricSource:
             check_cameras(c2w, K)
         except ValueError as error:
             raise BadInput(f"{where}: {error}", path) from None
-        images = {}
+        decoded = {}
         for key in ["color_image"] + [k for k in IMAGE_FIELDS if k in self.optional]:
             mode = IMAGE_FIELDS[key][2] if key in IMAGE_FIELDS else "RGB"
-            images[key] = np.stack([decode_png(example[f"cameras/{name}/{key}"], mode, self.size,
+            decoded[key] = np.stack([decode_png(example[f"cameras/{name}/{key}"], mode, self.size,
                                                f"{where}, cameras/{name}/{key}", path) for name in self.cameras])
-        depth, instance = images.get("depth_image"), images.get("instance_image")
-        return Scene(name=ref.name, split=ref.split, rgb=images["color_image"], camera_to_world=c2w, intrinsics=K,
-                     depth=float_image(depth) if depth is not None else None,
+        depth, instance = decoded.get("depth_image"), decoded.get("instance_image")
+        return Scene(name=ref.name, split=ref.split, rgb=decoded["color_image"], camera_to_world=c2w, intrinsics=K,
+                     depth=images.float32_from_rgba(depth) if depth is not None else None,
                      instance=np.maximum(instance, 1) - 1 if instance is not None else None,
-                     semantic=images.get("category_image"), near_far=RENDER_RANGE)
+                     semantic=decoded.get("category_image"), near_far=RENDER_RANGE)
 
     def _camera(self, example: dict, prefix: str, where: str, path: Path) -> tuple:
         """(K, camera-to-frame) of one camera; only sunds' distortion-free pinhole is read."""
