@@ -92,12 +92,14 @@ def load(path) -> dict:
 
 
 def is_reference(checkpoint: dict) -> bool:
-    """A reference implementation's ``model.pt``: encoder and decoder state dicts
-    (stelzner/srt, stelzner/osrt) or one model state dict (stelzner/obsurf's CheckpointIO)."""
+    """A reference implementation's checkpoint: encoder and decoder state dicts (stelzner/srt,
+    stelzner/osrt), one model state dict under ``model`` (stelzner/obsurf's CheckpointIO,
+    vsitzmann/scene-representation-networks' custom_save) or a bare state dict (only tensors)."""
     if "format" in checkpoint:
         return False
     return (isinstance(checkpoint.get("encoder"), dict) and isinstance(checkpoint.get("decoder"), dict)) or \
-        isinstance(checkpoint.get("model"), dict)
+        isinstance(checkpoint.get("model"), dict) or \
+        (bool(checkpoint) and all(isinstance(v, torch.Tensor) for v in checkpoint.values()))
 
 
 def locate(run_or_checkpoint) -> tuple:
@@ -118,13 +120,16 @@ def locate(run_or_checkpoint) -> tuple:
     return path, run
 
 
-def load_model(run_or_checkpoint, expected_model: str | None = None, reference_preset: str | None = None):
+def load_model(run_or_checkpoint, expected_model: str | None = None, reference_preset: str | None = None,
+               overrides=()):
     """Build the model a checkpoint describes and load its weights.
 
     Returns (model, checkpoint dict, run folder or None). ``expected_model`` rejects a
     checkpoint of another model; ``reference_preset`` (a preset like ``srt/msn``, or
     ``MODEL:FILE.yaml``) is needed for a reference ``model.pt``, which does not describe
-    itself.
+    itself. ``overrides`` (``key.path=value``, as ``--set``) change the checkpoint's config
+    before the model is built: settings that do not change the weights' shapes (SRN's
+    latent fitting, a data.evaluation view selection).
     """
     from .models import build_model
     from .models.reference import from_reference
@@ -138,12 +143,32 @@ def load_model(run_or_checkpoint, expected_model: str | None = None, reference_p
     name = checkpoint["model_name"]
     if expected_model and name != expected_model:
         raise BadInput(f"checkpoint of model {name!r}, expected {expected_model!r}", path)
+    if overrides:
+        checkpoint["config"] = override_config(checkpoint["config"], overrides)
     model = build_model(name, checkpoint["config"]["model"])
     try:
+        if model.per_scene_parameters:
+            model.size_for_state(checkpoint["model"])
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as error:
         raise BadInput(f"weights do not fit model {name!r} ({' '.join(str(error).split())[:300]})", path) from None
+    if run is not None:
+        model.use_run_folder(run, f"{path.stem}-step{int(checkpoint.get('step') or 0)}")
     return model, checkpoint, run
+
+
+def override_config(config: dict, overrides) -> dict:
+    """``config`` with ``key.path=value`` overrides applied (values parsed as YAML) and checked."""
+    from . import config as configs
+
+    config = configs.merge(config, {})
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadInput(f"--set {item!r}: expected key.path=value")
+        configs.set_path(config, key, configs.parse_value(value))
+    configs.validate(config)
+    return config
 
 
 def reference_config(preset: str) -> tuple:

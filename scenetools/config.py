@@ -49,7 +49,20 @@ DEFAULTS = {
 
 
 #: Keys a config may hold beyond ``DEFAULTS``, with their types (``None`` allowed for all).
-EXTRA_KEYS = {"data": {"num_inputs": int, "inputs": str, "targets": str}}
+#: ``data.resolution``: train on images resized to this height (default: the file's);
+#: ``training.curriculum``: stages of training, see ``CURRICULUM_KEYS``.
+EXTRA_KEYS = {"data": {"num_inputs": int, "inputs": str, "targets": str, "input_views": list, "evaluation": dict,
+                       "resolution": int},
+              "training": {"curriculum": list}}
+
+#: ``data.evaluation``: the view selection scene-eval and scene-render use instead of the
+#: training one (SRN fits codes to view 64 of held-out scenes and scores the rest).
+EVALUATION_KEYS = {"protocol": str, "num_inputs": int, "inputs": str, "input_views": list, "targets": str}
+
+#: A stage of ``training.curriculum``: it runs ``steps`` steps (the last stage runs on to
+#: ``max_steps``) with its own batch size, image resolution (height, see ``data.resolution``)
+#: and rays per scene; a key left out keeps the run's value.
+CURRICULUM_KEYS = {"steps": int, "batch_size": int, "resolution": int, "num_rays": int}
 SECTIONS = ("model", "data", "training", "run")
 
 
@@ -125,10 +138,48 @@ def validate(config: dict) -> None:
             if key not in known and key not in optional:
                 raise BadInput(f"unknown config key {name!r}{_suggest(key, list(known) + list(optional), section)}")
             expected = float if key in optional else known[key]
-            if value is None or (expected is float and _is_number(value)) or (expected is int and _is_int(value)):
-                continue
-            if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-                raise BadInput(f"config key {name!r} must be {expected.__name__}, got {value!r}")
+            _check_type(name, value, expected)
+    _check_nested(config)
+
+
+def _check_type(name: str, value, expected: type) -> None:
+    if value is None or (expected is float and _is_number(value)) or (expected is int and _is_int(value)):
+        return
+    if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+        raise BadInput(f"config key {name!r} must be {expected.__name__}, got {value!r}")
+
+
+def _check_mapping(name: str, value: dict, keys: dict, positive=()) -> None:
+    for key, item in value.items():
+        if key not in keys:
+            raise BadInput(f"unknown config key {name + '.' + str(key)!r}{_suggest(str(key), list(keys), name)}")
+        _check_type(f"{name}.{key}", item, keys[key])
+        if key in positive and item is not None and item < 1:
+            raise BadInput(f"config key {name}.{key} must be at least 1, got {item}")
+
+
+def _check_nested(config: dict) -> None:
+    """The structured keys: ``data.input_views`` (view numbers), ``data.evaluation`` and
+    ``training.curriculum`` (stages, each with ``steps``)."""
+    data, training = config["data"], config["training"]
+    for name, views in (("data.input_views", data.get("input_views")),
+                        ("data.evaluation.input_views", (data.get("evaluation") or {}).get("input_views"))):
+        if views is not None and not all(_is_int(v) and v >= 0 for v in views):
+            raise BadInput(f"config key {name!r} must be a list of view numbers (0, 1, ...), got {views!r}")
+    if data.get("evaluation"):
+        _check_mapping("data.evaluation", data["evaluation"], EVALUATION_KEYS, ("num_inputs",))
+    if data.get("resolution") is not None and data["resolution"] < 1:
+        raise BadInput(f"config key data.resolution must be at least 1, got {data['resolution']}")
+    stages = training.get("curriculum")
+    if stages is not None:
+        if not stages:
+            raise BadInput("config key training.curriculum must list at least one stage (or be null)")
+        for i, stage in enumerate(stages):
+            name = f"training.curriculum[{i}]"
+            if not isinstance(stage, dict) or "steps" not in stage:
+                raise BadInput(f"config key {name} must be a mapping with steps (and batch_size, resolution, "
+                               f"num_rays), got {stage!r}")
+            _check_mapping(name, stage, CURRICULUM_KEYS, tuple(CURRICULUM_KEYS))
 
 
 def _is_number(value) -> bool:

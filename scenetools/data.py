@@ -10,11 +10,13 @@ same data as an uninterrupted one.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from . import cameras
@@ -30,7 +32,8 @@ class ViewSelection:
         num_inputs: input views per item.
         inputs: ``random`` draws the inputs per item; ``each`` makes every (scene, view)
             pair an item whose first input is that view (the rest drawn at random), as the
-            NMR and CLEVR3D loaders iterate; ``first`` always takes views 0..num_inputs-1.
+            NMR and CLEVR3D loaders iterate; ``first`` always takes views 0..num_inputs-1;
+            ``given`` always takes ``input_views`` (SRN's one-shot view 64, two-shot 64 and 104).
         targets: ``rest`` takes target rays from the views that are not inputs; ``all``
             from every view, inputs included (the ObSuRF/CLEVR3D protocol).
     """
@@ -38,10 +41,15 @@ class ViewSelection:
     num_inputs: int = 1
     inputs: str = "random"
     targets: str = "rest"
+    input_views: tuple = ()
 
     def __post_init__(self):
-        if self.inputs not in ("random", "each", "first") or self.targets not in ("rest", "all"):
+        if self.inputs not in ("random", "each", "first", "given") or self.targets not in ("rest", "all"):
             raise ValueError(f"bad view selection {self}")
+        if self.inputs == "given" and (len(self.input_views) != self.num_inputs or
+                                       len(set(self.input_views)) != len(self.input_views)):
+            raise ValueError(f"inputs 'given' needs num_inputs ({self.num_inputs}) distinct input_views, "
+                             f"got {list(self.input_views)}")
 
 
 #: The reference protocols: NMR 1 input / 23 targets; MSN 5 random inputs / the other 5;
@@ -66,7 +74,8 @@ class SceneDataset(Dataset):
     * when the file has them: ``input_instance`` [I, H, W] and ``target_instance`` [R]
       (int64, 0 = background), ``target_depth`` [R] (distance along the ray),
       ``target_semantic`` [R];
-    * ``scene_index`` (int64, row in the scene file), ``render_range`` [2] (the scene's near
+    * ``scene_index`` (int64, row in the scene file), ``scene_key`` (int64, the scene's
+      identity across files, see :func:`scene_key`), ``render_range`` [2] (the scene's near
       and far distance, see :func:`render_range`).
 
     ``num_rays=None`` gives full target images instead: R = T * H * W pixels of the T
@@ -75,13 +84,19 @@ class SceneDataset(Dataset):
     ``input_stride`` s > 1 keeps every s-th input pixel from s // 2 on, in both directions (the
     reference's ``downsample``); input intrinsics are adjusted to match. Targets stay at full
     resolution.
+
+    ``resolution`` (an image height in pixels; None: the file's) resizes every view first,
+    inputs and targets, keeping the aspect ratio: colours by area averaging (the reference's
+    cv2.INTER_AREA), labels and depth by the nearest pixel, intrinsics scaled to match (a
+    resolution curriculum sets it per stage, see ``training.curriculum``).
     """
 
     def __init__(self, scenes: SceneFile | str, split: str | None = "train",
                  views: ViewSelection = ViewSelection(), num_rays: int | None = 1024, seed: int = 0,
-                 input_stride: int = 1):
+                 input_stride: int = 1, resolution: int | None = None):
         self.scenes = scenes if isinstance(scenes, SceneFile) else SceneFile(scenes)
-        self.input_stride = input_stride
+        self.input_stride, self.resolution = input_stride, resolution
+        self.keys = {}
         self.scene_indices = self.scenes.split(split) if split else np.arange(self.scenes.num_scenes)
         self.views, self.num_rays, self.seed, self.epoch = views, num_rays, seed, 0
         counts = self.scenes.view_count[self.scene_indices]
@@ -89,6 +104,9 @@ class SceneDataset(Dataset):
         if counts.min() < needed:
             raise ValueError(f"{self.scenes.path}: scenes need at least {needed} views for {views}, "
                              f"some have {counts.min()}")
+        if views.inputs == "given" and max(views.input_views) >= counts.min():
+            raise ValueError(f"{self.scenes.path}: input view {max(views.input_views)} does not exist in scenes "
+                             f"of {counts.min()} views (views count from 0); choose other input views")
         if views.inputs == "each":  # item -> (scene, first input view)
             self.items = [(s, v) for s, c in zip(self.scene_indices, counts) for v in range(c)]
         else:
@@ -123,12 +141,20 @@ class SceneDataset(Dataset):
                            f"{int(views[~finite][0])}", self.scenes.path)
         return data
 
+    def scene_key(self, scene: int) -> int:
+        """:func:`scene_key` of a scene of this file (computed once per scene)."""
+        if scene not in self.keys:
+            self.keys[scene] = scene_key(self.scenes, scene)
+        return self.keys[scene]
+
     def choose_views(self, index: int, rng: np.random.Generator):
         """(scene, input views, target views) of item ``index``."""
         scene, first = self.items[index]
         count, n = int(self.scenes.view_count[scene]), self.views.num_inputs
         if self.views.inputs == "first":
             inputs = np.arange(n)
+        elif self.views.inputs == "given":
+            inputs = np.asarray(self.views.input_views)
         elif self.views.inputs == "each":
             others = np.delete(np.arange(count), first)
             inputs = np.concatenate([[first], rng.choice(others, n - 1, replace=False)])
@@ -146,9 +172,11 @@ class SceneDataset(Dataset):
         fields = ("rgb", "camera_to_world", "intrinsics") + tuple(self.label_fields)
         views = np.union1d(inputs, targets)
         data = self.read(scene, views, fields)
+        H, W = self.scenes.height, self.scenes.width
+        if self.resolution is not None and self.resolution != H:
+            data, H, W = resize_views(data, self.resolution, max(1, round(W * self.resolution / H)))
         row = {v: i for i, v in enumerate(views)}
         inp, tgt = [row[v] for v in inputs], [row[v] for v in targets]
-        H, W = self.scenes.height, self.scenes.width
 
         s = self.input_stride
         keep = (slice(None), slice(s // 2, None, s), slice(s // 2, None, s))  # views, rows, columns
@@ -161,6 +189,7 @@ class SceneDataset(Dataset):
             "input_intrinsics": _f32(stride_intrinsics(data["intrinsics"][inp], s)),
             "input_views": torch.from_numpy(inputs),
             "scene_index": torch.tensor(int(scene)),
+            "scene_key": torch.tensor(self.scene_key(scene)),
             "render_range": _f32(self.scene_render_range(scene)),
         }
         if "instance" in data:
@@ -191,13 +220,27 @@ class SceneDataset(Dataset):
 
 
 def view_selection(data_config: dict) -> ViewSelection:
-    """The config's protocol, with num_inputs/inputs/targets overriding it."""
+    """The config's protocol, with num_inputs/inputs/input_views/targets overriding it (given
+    input_views alone select them: inputs ``given``, num_inputs their count)."""
     protocol = data_config.get("protocol", "msn")
     if protocol not in PROTOCOLS:
         raise BadInput(f"unknown data protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
     base = PROTOCOLS[protocol]
-    return ViewSelection(data_config.get("num_inputs", base.num_inputs), data_config.get("inputs", base.inputs),
-                         data_config.get("targets", base.targets))
+    given = tuple(data_config.get("input_views") or ())
+    try:
+        return ViewSelection(data_config.get("num_inputs", len(given) if given else base.num_inputs),
+                             data_config.get("inputs", "given" if given else base.inputs),
+                             data_config.get("targets", base.targets), given)
+    except ValueError as error:
+        raise BadInput(f"data config: {error}") from None
+
+
+def evaluation_config(data_config: dict) -> dict:
+    """The data config scene-eval and scene-render use: the training one with its
+    ``evaluation`` section (view selection for held-out scenes) applied, no curriculum
+    resolution (evaluation renders the file's resolution)."""
+    out = {k: v for k, v in data_config.items() if k not in ("evaluation", "resolution")}
+    return {**out, **(data_config.get("evaluation") or {})}
 
 
 def make_dataset(scenes: SceneFile, split: str, data_config: dict, seed: int, num_rays="config") -> "SceneDataset":
@@ -205,9 +248,46 @@ def make_dataset(scenes: SceneFile, split: str, data_config: dict, seed: int, nu
     try:
         return SceneDataset(scenes, split, view_selection(data_config),
                             data_config["num_rays"] if num_rays == "config" else num_rays, seed=seed,
-                            input_stride=data_config.get("input_stride", 1))
+                            input_stride=data_config.get("input_stride", 1),
+                            resolution=data_config.get("resolution"))
     except ValueError as error:
         raise BadInput(str(error)) from None
+
+
+def scene_key(scenes: SceneFile, scene: int) -> int:
+    """A scene's identity across scene files, as a positive int64: a hash of its name and of
+    its first camera pose (rounded to 1e-4), so the same scene converted at another resolution
+    or into another file keeps its key, while another scene of the same name (a synthetic
+    file of another seed) does not."""
+    c2w = scenes.read_views(scene, [0], ("camera_to_world",))["camera_to_world"][0]
+    text = f"{scenes.names[scene]}\0" + " ".join(f"{x:.4f}" for x in np.asarray(c2w, np.float64).ravel()[:12])
+    text = text.replace("-0.0000", "0.0000")
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def scene_keys(scenes: SceneFile, indices) -> torch.Tensor:
+    """[N] int64 :func:`scene_key` of the scenes ``indices``."""
+    return torch.tensor([scene_key(scenes, int(i)) for i in indices], dtype=torch.int64)
+
+
+def resize_views(data: dict, height: int, width: int) -> tuple:
+    """Views read from a scene file resized to ``height`` x ``width``: rgb by area averaging
+    (rounded back to uint8), other per-pixel fields by the nearest pixel, intrinsics scaled
+    (pixel edges map to pixel edges). Returns (data, height, width)."""
+    out = dict(data)
+    H, W = data["rgb"].shape[1:3]
+    rgb = torch.from_numpy(data["rgb"]).permute(0, 3, 1, 2).float()
+    rgb = F.interpolate(rgb, size=(height, width), mode="area")
+    out["rgb"] = rgb.round().clamp(0, 255).permute(0, 2, 3, 1).numpy().astype(np.uint8)
+    rows = ((np.arange(height) + 0.5) * H / height).astype(np.int64)
+    columns = ((np.arange(width) + 0.5) * W / width).astype(np.int64)
+    for name in ("instance", "semantic", "depth"):
+        if name in data:
+            out[name] = data[name][:, rows][:, :, columns]
+    scale = np.diag([width / W, height / H, 1.0])
+    out["intrinsics"] = scale @ data["intrinsics"]
+    return out, height, width
 
 
 def render_range(scenes: SceneFile) -> np.ndarray:

@@ -8,6 +8,7 @@ stop.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from . import config as configs
 from . import distributed
 from .device import autocast, to_device
 from .atomic import atomic_output
-from .data import ShardedSampler, make_dataset
+from .data import ShardedSampler, make_dataset, scene_keys
 from .errors import BadInput
 from .interrupts import StopRequest, ignore_stop_signals
 from .metrics import psnr_from_mse, segmentation_scores
@@ -213,7 +214,7 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
         dry_run(model_name, data_path, config, process)
         return Result(0, {}, None)
     # Everything is checked before anything is written.
-    model, scenes, train_set, sampler, per_process = build_inputs(model_name, data_path, config, process)
+    model, scenes, train_set, _, _ = build_inputs(model_name, data_path, config, process)
     lock = None
     if process.is_main:
         lock = lock_run_folder(run_dir)
@@ -231,13 +232,6 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
         init_weights(options.init_from, model_name, model)
         if process.is_main:
             note(f"starting from the weights of {options.init_from}")
-    epoch, position = divmod(step, sampler.batches_per_epoch)
-    sampler.set_epoch(epoch, start=position * per_process)
-    workers = training["num_workers"]
-    loader = DataLoader(train_set, batch_size=per_process, sampler=sampler, num_workers=workers,
-                        persistent_workers=workers > 0, pin_memory=process.device.type == "cuda",
-                        prefetch_factor=4 if workers else None, worker_init_fn=ignore_stop_signals)
-
     net = model
     if options.compile:
         net = torch.compile(net)
@@ -255,9 +249,17 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
     bar = progress(total=max_steps, desc="training", unit="steps", initial=step) if process.is_main else None
     last, validation, bad_steps = {}, {}, BadSteps(training)
     window_start, window_rays = time.perf_counter(), 0
-    batches = iter(loader)
+    schedule, stage, batches = stages(training, data_config), None, iter(())
     try:
         while step < max_steps:
+            if stage is None or step >= stage.end:
+                getattr(batches, "_shutdown_workers", lambda: None)()
+                stage = next(s for s in schedule if s.start <= step < s.end)
+                batches = stage_batches(train_set, stage, step, process, training)
+                if process.is_main and len(schedule) > 1:
+                    note(f"stage {schedule.index(stage) + 1} of {len(schedule)} from step {step}: "
+                         f"batch {stage.batch_size}, resolution {stage.resolution or 'of the data'}, "
+                         f"{stage.num_rays} rays per scene")
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, training)
             batch = to_device(next_batch(batches), process.device)
@@ -315,6 +317,50 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
         figures = ", ".join(f"{k} {validation[k]:.4g}" for k in ("psnr", "fg_ari", "ari") if k in validation)
         note(f"trained to step {step}" + (f"; validation {figures}" if figures else "") + f"; checkpoint {run.latest}")
     return Result(step, last, model)
+
+
+@dataclass
+class Stage:
+    """Steps [start, end) of a training curriculum, with their batch size (global), image
+    resolution (height; None: the data's) and target rays per scene."""
+
+    start: int
+    end: int
+    batch_size: int
+    resolution: int | None
+    num_rays: int
+
+
+def stages(training: dict, data_config: dict) -> list:
+    """The run's stages: ``training.curriculum`` (each stage ``steps`` long, the last one on to
+    ``max_steps``; stages past ``max_steps`` are cut), or one stage of the run's own values."""
+    spec, out, start = training.get("curriculum") or [{}], [], 0
+    for i, stage in enumerate(spec):
+        end = training["max_steps"] if i == len(spec) - 1 else min(start + stage["steps"], training["max_steps"])
+        out.append(Stage(start, end, stage.get("batch_size", training["batch_size"]),
+                         stage.get("resolution", data_config.get("resolution")),
+                         stage.get("num_rays", data_config["num_rays"])))
+        start = end
+        if start >= training["max_steps"]:
+            break
+    return out
+
+
+def stage_batches(train_set, stage: Stage, step: int, process, training: dict):
+    """An iterator over the training batches of ``stage`` from ``step`` on: a DataLoader of its
+    batch size over the training items at its resolution, positioned where the step says (so a
+    resumed run sees the data an uninterrupted one would)."""
+    dataset = copy.copy(train_set)  # a stage after the first draws other rays (seed + its start step)
+    dataset.resolution, dataset.num_rays, dataset.seed = stage.resolution, stage.num_rays, train_set.seed + stage.start
+    per_process = stage.batch_size // process.world_size
+    sampler = ShardedSampler(len(dataset), process.rank, process.world_size, seed=training["seed"] + stage.start,
+                             batch_size=per_process, infinite=True)
+    epoch, position = divmod(step - stage.start, sampler.batches_per_epoch)
+    sampler.set_epoch(epoch, start=position * per_process)
+    workers = training["num_workers"]
+    return iter(DataLoader(dataset, batch_size=per_process, sampler=sampler, num_workers=workers,
+                           persistent_workers=workers > 0, pin_memory=process.device.type == "cuda",
+                           prefetch_factor=4 if workers else None, worker_init_fn=ignore_stop_signals))
 
 
 def save(path, model, optimizer, step, state) -> None:
@@ -443,15 +489,18 @@ def build_inputs(model_name: str, data_path: Path, config: dict, process, proble
     except BadInput as error:
         problem(error)
     per_process = training["batch_size"] // process.world_size
-    if per_process < 1 or training["batch_size"] % process.world_size:
-        problem(BadInput(f"batch_size {training['batch_size']} does not split over {process.world_size} processes"))
-    elif train_set is not None:
+    for stage in stages(training, data_config):
+        batch = stage.batch_size
+        if batch // process.world_size < 1 or batch % process.world_size:
+            problem(BadInput(f"batch_size {batch} does not split over {process.world_size} processes"))
+        elif train_set is not None and len(train_set) < batch // process.world_size:
+            problem(BadInput(f"the train split has {len(train_set)} items, fewer than a batch of "
+                             f"{batch // process.world_size}", data_path))
+    if train_set is not None and per_process >= 1 and len(train_set) >= per_process:
         sampler = ShardedSampler(len(train_set), process.rank, process.world_size, seed=training["seed"],
                                  batch_size=per_process, infinite=True)
-        if sampler.batches_per_epoch == 0:
-            problem(BadInput(f"the train split has {len(train_set)} items, fewer than a batch of {per_process}",
-                             data_path))
-            sampler = None
+    if model is not None and train_set is not None and model.per_scene_parameters:
+        model.use_training_scenes(scene_keys(scenes, train_set.scene_indices).to(process.device))
     if model is not None and scenes is not None:
         missing = [field for field in model.needs if field not in scenes.fields]
         if missing:
@@ -469,12 +518,18 @@ def dry_run(model_name, data_path, config, process) -> None:
         return
     if model is not None:
         print(f"model {model_name}: {count_parameters(model):,} parameters")
+        if model.per_scene_parameters and dataset is not None:
+            scenes, per_scene = len(dataset.scene_indices), model.per_scene_parameters
+            print(f"  = {count_parameters(model) - scenes * per_scene:,} networks + {per_scene:,} per training "
+                  f"scene x {scenes:,} training scenes ({scenes * per_scene:,})")
         for name, module in model.named_children():
             print(f"  {name:<10} {type(module).__name__:<22} {count_parameters(module):>14,}")
             for child_name, child in module.named_children():
                 print(f"    {child_name:<20} {type(child).__name__:<20} {count_parameters(child):>12,}")
     if sampler is not None:
-        batch = next(iter(DataLoader(dataset, batch_size=per_process, sampler=sampler)))
+        first = stages(config["training"], config["data"])[0]
+        dataset.resolution, dataset.num_rays = first.resolution, first.num_rays
+        batch = next(iter(DataLoader(dataset, batch_size=first.batch_size // process.world_size, sampler=sampler)))
         print(f"data: {len(dataset)} train items, {len(batch['scene_index'])} per process-batch")
         for key, value in batch.items():
             print(f"  {key:<24} {str(tuple(value.shape)):<22} {str(value.dtype).replace('torch.', '')}")

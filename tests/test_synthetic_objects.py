@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from conftest import assert_bad_input, run_command
-from scenetools import cameras
 from scenetools.cli import convert as convert_cli
 from scenetools.convert import convert
 from scenetools.scenefile import SceneFile

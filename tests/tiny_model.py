@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from scenetools.models import register
-from scenetools.models.base import SceneModel
+from scenetools.models.base import ENCODER_FIELDS, SceneModel
 
 
 class TinyModel(SceneModel):
@@ -20,7 +20,7 @@ class TinyModel(SceneModel):
         self.mlp = nn.Sequential(nn.Linear(6, hidden), nn.ReLU(), nn.Linear(hidden, 3))
 
     def encode(self, inputs: dict) -> dict:
-        leaked = [k for k in inputs if not (k.startswith("input_") or k in ("scene_index", "render_range"))]
+        leaked = [k for k in inputs if not (k.startswith("input_") or k in ENCODER_FIELDS)]
         if leaked:
             raise AssertionError(f"encode was given {leaked}")
         return {"colour": inputs["input_images"].mean(dim=(1, 3, 4))}  # [B, 3]

@@ -65,3 +65,30 @@ def fail(prog: str, message: str, code: int, debug: bool) -> None:
         traceback.print_exc()
     print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
     sys.exit(code)
+
+
+def parse_views(text: str | None, option: str = "--input-views"):
+    """``64,104`` -> [64, 104] (None stays None)."""
+    if text is None:
+        return None
+    try:
+        views = [int(v) for v in text.split(",") if v.strip()]
+        if not views or min(views) < 0 or len(set(views)) != len(views):
+            raise ValueError
+        return views
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a list of distinct view numbers, e.g. 64,104",
+                                 param_hint=option) from None
+
+
+def inference_data_config(data_config: dict, input_views=None, targets=None) -> dict:
+    """The data config scene-eval and scene-render use: the training one with its
+    ``evaluation`` section applied, then ``--input-views`` and ``--targets``."""
+    from ..data import evaluation_config
+
+    config = evaluation_config(data_config)
+    if input_views:
+        config.update(inputs="given", input_views=list(input_views), num_inputs=len(input_views))
+    if targets:
+        config["targets"] = targets
+    return config

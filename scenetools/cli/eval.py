@@ -39,10 +39,15 @@ from . import common
 @click.option("--segmentation-scale", type=click.Choice(["subsample", "full"]), default="subsample",
               show_default=True, help="Input-view ARI on a 64 x 64 grid of pixels (as the ObSuRF reference) or "
               "on every pixel.")
+@click.option("--input-views", help="Comma-separated views given to the model as its inputs, e.g. 64 (SRN's "
+              "one-shot protocol) or 64,104 (two-shot) [the config's data.evaluation, else its protocol].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a value of the checkpoint's config that does not change its weights, e.g. "
+                   "--set model.fit.steps=200 (SRN's latent fitting) (repeatable).")
 @click.option("--config", "preset", help="For a reference model.pt only: its model and config, e.g. srt/msn.")
 @common.options
-def command(source, data, split, max_scenes, items_per_scene, out, images, overwrite, chunk, precision, device, targets, segmentation_scale,
-            preset):
+def command(source, data, split, max_scenes, items_per_scene, out, images, overwrite, chunk, precision, device, targets,
+            segmentation_scale, input_views, overrides, preset):
     """Score a checkpoint on full target images: PSNR (all pixels and object pixels, with
     the mean-colour and, for synthetic data, background-only baselines), SSIM, ARI and
     FG-ARI (models that segment: on the target views, on the input view, and at the true
@@ -61,7 +66,8 @@ def command(source, data, split, max_scenes, items_per_scene, out, images, overw
     for given in (out, images):
         if given:
             check_new_output(given, overwrite)
-    model, checkpoint, run = ckpt.load_model(source, reference_preset=preset)
+    input_views = common.parse_views(input_views)
+    model, checkpoint, run = ckpt.load_model(source, reference_preset=preset, overrides=overrides)
     device = pick_device(device)
     model.to(device)
     scenes = SceneFile(data)
@@ -70,7 +76,7 @@ def command(source, data, split, max_scenes, items_per_scene, out, images, overw
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:  # the images folder appears only when complete
         images_tmp = stack.enter_context(atomic_output(images)) if images else None
-        data_config = dict(checkpoint["config"]["data"], **({"targets": targets} if targets else {}))
+        data_config = common.inference_data_config(checkpoint["config"]["data"], input_views, targets)
         summary, rows = evaluate(model, scenes, split, data_config, device, max_scenes, chunk, precision,
                                  images_tmp, segmentation_size=64 if segmentation_scale == "subsample" else None,
                                  items_per_scene=items_per_scene)

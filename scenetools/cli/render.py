@@ -90,10 +90,15 @@ def scenes_to_render(checkpoint: dict, run: Path | None, source, data: Path | No
 @click.option("--fps", type=float, default=30, show_default=True, help="Recorded in --save-path.")
 @click.option("--chunk", type=click.IntRange(min=1), default=8192, show_default=True, help="Rays decoded at once.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
+@click.option("--input-views", help="Comma-separated views given to the model as its inputs, e.g. 64 (SRN "
+              "one-shot) [the config's data.evaluation, else the first views].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a value of the checkpoint's config that does not change its weights, e.g. "
+                   "--set model.fit.steps=200 (repeatable).")
 @click.option("--config", "preset", help="For a reference model.pt only: its model and config, e.g. osrt/msn.")
 @common.options
 def command(source, data, scene, motion, path_file, frames, fade, size, outputs, out, overwrite, save_path, fps, chunk,
-            device, preset):
+            device, input_views, overrides, preset):
     """Render frames of a scene along a camera path: the reference motions (rotate, zoom,
     closeup, rotate_and_closeup, eyeroll), a spiral, or a nerfstudio camera_path.json.
 
@@ -114,7 +119,8 @@ def command(source, data, scene, motion, path_file, frames, fade, size, outputs,
     to_stream = out == "-" or (out is None and stdout_is_pipe()) or (out is not None and is_device_file(out))
     if out is not None and not to_stream:
         check_new_output(out, overwrite)
-    model, checkpoint, run = ckpt.load_model(source, reference_preset=preset)
+    input_views = common.parse_views(input_views)
+    model, checkpoint, run = ckpt.load_model(source, reference_preset=preset, overrides=overrides)
     missing = [name for name in wanted if name not in ("input", "rgb") and OUTPUT_OF.get(name, name) not in model.outputs]
     if missing:
         raise BadInput(f"model {checkpoint['model_name']} does not predict {', '.join(missing)} "
@@ -123,10 +129,14 @@ def command(source, data, scene, motion, path_file, frames, fade, size, outputs,
     with scenes_to_render(checkpoint, run, source, data, scene) as scenes:
         index = find_scene(scenes, scene)
 
-        data_config = checkpoint["config"]["data"]
+        data_config = common.inference_data_config(checkpoint["config"]["data"], input_views)
         views = view_selection(data_config)
-        inputs = ViewSelection(views.num_inputs, "first", views.targets)
-        item = SceneDataset(scenes, None, inputs, num_rays=1, input_stride=data_config.get("input_stride", 1))[index]
+        inputs = views if views.inputs == "given" else ViewSelection(views.num_inputs, "first", views.targets)
+        try:
+            dataset = SceneDataset(scenes, None, inputs, num_rays=1, input_stride=data_config.get("input_stride", 1))
+        except ValueError as error:
+            raise BadInput(str(error)) from None
+        item = dataset[index]
         scene_c2w = scenes.read_views(index, fields=("camera_to_world",))["camera_to_world"]
         base = scenes.read_views(index, item["input_views"][:1].numpy(), ("camera_to_world", "intrinsics"))
         height, width = parse_size(size) or (scenes.height, scenes.width)

@@ -19,10 +19,11 @@ from ..errors import BadInput
 from .base import SceneModel
 from .obsurf import ObSuRF
 from .osrt import OSRT
+from .srn import SRN
 from .srt import SRT
 
 #: model name -> class. ``isrt`` is SRT built from the improved encoder and decoder.
-MODELS = {"srt": SRT, "isrt": SRT, "osrt": OSRT, "obsurf": ObSuRF}
+MODELS = {"srt": SRT, "isrt": SRT, "osrt": OSRT, "obsurf": ObSuRF, "srn": SRN}
 _plugins_loaded = False
 
 

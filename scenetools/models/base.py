@@ -6,8 +6,10 @@ A model is a ``SceneModel`` (an ``nn.Module``) with three entry points:
 ``encode(inputs) -> scene``
     The scene representation from the input views alone. ``inputs`` holds only the
     ``input_*`` fields of a batch (see :func:`encoder_inputs`), plus ``scene_index`` [B]
-    (the scene's row in the scene file, for models that keep a code per training scene) and
-    ``render_range`` [B, 2]: never a target pixel, depth or label. Shapes, B scenes of I
+    (the scene's row in the scene file), ``scene_key`` [B] (int64, the scene's identity across
+    files: :func:`scenetools.data.scene_key`; models that keep a code per training scene look
+    codes up by it, never by row) and ``render_range`` [B, 2]: never a target pixel, depth or
+    label. Shapes, B scenes of I
     input views of H x W pixels, world frame, OpenCV camera axes:
 
     * ``input_images`` [B, I, 3, H, W] in [0, 1], ``input_rays`` [B, I, H, W, 3] unit
@@ -47,6 +49,18 @@ Class attributes declare the rest:
 
 ``from_reference(reference_state: dict) -> state_dict`` (optional classmethod) maps the
 weights of the reference implementation's checkpoint onto the model's own names.
+
+Models with a table of per-scene parameters (an auto-decoder's latent codes) set
+``per_scene_parameters`` (parameters per training scene) and implement:
+
+* ``use_training_scenes(keys [N] int64)``: size the table for these training scenes (their
+  ``scene_key``); the trainer calls it before building the optimizer and before resuming;
+* ``size_for_state(state_dict)``: resize the table to fit a state dict about to be loaded
+  (loading a checkpoint and a reference checkpoint call it).
+
+``use_run_folder(folder, tag)`` (no-op by default) tells a model whose ``encode`` is costly
+(test-time fitting) where it may keep what it computed for the weights named ``tag``;
+``checkpoint.load_model`` calls it when the checkpoint belongs to a run folder.
 """
 from __future__ import annotations
 
@@ -56,7 +70,7 @@ import torch
 from torch import nn
 
 #: Fields of a batch that ``encode`` may see (besides every ``input_*`` field).
-ENCODER_FIELDS = ("scene_index", "render_range")
+ENCODER_FIELDS = ("scene_index", "scene_key", "render_range")
 
 
 def encoder_inputs(batch: dict) -> dict:
@@ -87,6 +101,10 @@ class SceneModel(nn.Module):
     outputs: tuple = ()
     needs: tuple = ()
     encode_optimises: bool = False
+    per_scene_parameters: int = 0
+
+    def use_run_folder(self, folder, tag: str) -> None:
+        """Where this model may keep costly encodings (see the module docstring)."""
 
     def encode(self, inputs: dict) -> dict:
         raise NotImplementedError

@@ -1,4 +1,5 @@
-"""Layers shared by the SRT family: ray encodings, pre-norm transformers, conv blocks.
+"""Layers shared by the models: ray encodings, pre-norm transformers, conv blocks (the SRT
+family), hypernetworks and an LSTM ray marcher (SRN).
 
 Shapes use B = batch, N = tokens or rays, D = channels. All attention goes through
 ``torch.nn.functional.scaled_dot_product_attention``.
@@ -168,3 +169,110 @@ def mlp(dims: list, activation: str = "relu", init_scheme: str = "torch") -> nn.
             layers.append(act())
         layers.append(linear(a, b, init_scheme=init_scheme))
     return nn.Sequential(*layers)
+
+
+# ----------------------------------------------------------------------------- hypernetworks, ray marching
+
+def fc_block(in_dim: int, hidden: int, num_layers: int, out_dim: int) -> nn.Sequential:
+    """``num_layers`` x (Linear -> LayerNorm (affine) -> ReLU), the first from ``in_dim``, then a
+    Linear to ``out_dim``. Linear weights are kaiming-normal (fan_in, ReLU), biases PyTorch's
+    default: SRN's FCBlock with ``outermost_linear``. Flat: layer k is at 3k, 3k+1, 3k+2."""
+    layers, width = [], in_dim
+    for _ in range(num_layers):
+        layers += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.ReLU()]
+        width = hidden
+    layers.append(nn.Linear(width, out_dim))
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            init.kaiming_normal_(layer.weight, a=0.0, nonlinearity="relu", mode="fan_in")
+    return nn.Sequential(*layers)
+
+
+def batch_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A different linear layer per batch element: x [B, N, I], weight [B, O, I], bias [B, O]
+    -> [B, N, O]."""
+    return torch.baddbmm(bias[:, None], x, weight.transpose(1, 2))
+
+
+class HyperLinear(nn.Module):
+    """Predicts the weights of a linear layer ``in_dim -> out_dim`` from a code [B, C]: an
+    fc_block ``C -> hidden (x hidden_layers + 1) -> in_dim * out_dim + out_dim`` whose last
+    layer starts at a tenth of its kaiming init, so the predicted layers start small. The
+    output is read as the weight matrix (row-major [out, in]) and then the bias."""
+
+    def __init__(self, code_dim: int, hidden: int, hidden_layers: int, in_dim: int, out_dim: int):
+        super().__init__()
+        self.in_dim, self.out_dim = in_dim, out_dim
+        self.params = fc_block(code_dim, hidden, hidden_layers + 1, in_dim * out_dim + out_dim)
+        with torch.no_grad():
+            self.params[-1].weight.mul_(0.1)
+
+    def forward(self, code: torch.Tensor) -> tuple:
+        """code [B, C] -> (weight [B, out, in], bias [B, out])."""
+        flat = self.params(code)
+        split = self.in_dim * self.out_dim
+        return flat[:, :split].reshape(-1, self.out_dim, self.in_dim), flat[:, split:]
+
+
+class HyperMLP(nn.Module):
+    """A hypernetwork predicting an MLP ``in_dim -> hidden (x layers - 1) -> out_dim`` whose every
+    layer (the last too) is a predicted linear layer, LayerNorm without affine, ReLU (SRN's
+    HyperFC). ``forward(code)`` returns the predicted layers; :meth:`apply` evaluates them."""
+
+    def __init__(self, code_dim: int, hyper_hidden: int, hyper_hidden_layers: int, in_dim: int, hidden: int,
+                 out_dim: int, layers: int):
+        super().__init__()
+        dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(HyperLinear(code_dim, hyper_hidden, hyper_hidden_layers, a, b)
+                                    for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, code: torch.Tensor) -> list:
+        """code [B, C] -> [(weight [B, O, I], bias [B, O]) per layer]."""
+        return [layer(code) for layer in self.layers]
+
+    @staticmethod
+    def apply(params: list, x: torch.Tensor) -> torch.Tensor:
+        """Evaluate predicted layers at x [B, N, in] -> [B, N, out]."""
+        for weight, bias in params:
+            x = F.relu(F.layer_norm(batch_linear(x, weight, bias), (weight.shape[1],)))
+        return x
+
+
+def _clamp_grad(limit: float):
+    return lambda grad: grad.clamp(-limit, limit)
+
+
+class LSTMRayMarcher(nn.Module):
+    """SRN's differentiable ray marcher: from a start distance along each ray, ``steps`` times
+    read the scene function at the current point, update an LSTM cell with it, and step along
+    the ray by the length a linear layer reads from the LSTM's hidden state. The gradient
+    through each hidden state is clamped to +-``grad_clamp`` elementwise.
+
+    Init as the reference leaves it: PyTorch's LSTMCell default, except that the forget-gate
+    slice of both biases is 1 (the reference's recurrent-weight init does not match an
+    LSTMCell and leaves its weights alone); the step layer is PyTorch's default Linear.
+    """
+
+    def __init__(self, feature_dim: int, hidden: int = 16, steps: int = 10, grad_clamp: float = 10.0):
+        super().__init__()
+        self.steps, self.grad_clamp = steps, grad_clamp
+        self.lstm = nn.LSTMCell(feature_dim, hidden)
+        with torch.no_grad():
+            for bias in (self.lstm.bias_ih, self.lstm.bias_hh):
+                bias[hidden:2 * hidden] = 1.0
+        self.out_layer = nn.Linear(hidden, 1)
+
+    def forward(self, phi, origins: torch.Tensor, directions: torch.Tensor, start: torch.Tensor) -> tuple:
+        """March ``phi`` (points [B, N, 3] -> features [B, N, F]) along rays from ``origins``
+        [B, N, 3] in unit ``directions`` [B, N, 3], starting ``start`` [B, N] along them.
+        Returns (final points [B, N, 3], their distance along the ray [B, N])."""
+        B, N, _ = origins.shape
+        distance, state = start, None
+        for _ in range(self.steps):
+            points = origins + distance[..., None] * directions
+            features = phi(points)
+            state = self.lstm(features.reshape(B * N, -1), state)
+            if state[0].requires_grad:
+                state[0].register_hook(_clamp_grad(self.grad_clamp))
+            distance = distance + self.out_layer(state[0]).reshape(B, N)
+        return origins + distance[..., None] * directions, distance
