@@ -22,8 +22,9 @@ $(DEV): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# Two workers, one file each at a time (files share their trained fixtures), a thread each.
 test: $(DEV)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" examples/demo.sh

@@ -241,6 +241,7 @@ class SceneWriter:
 
     def _create(self, path) -> None:
         remove(path)
+        remove(self._closed_marker)
         f = self._open(path, "w")
         try:
             self._layout(f)
@@ -279,10 +280,15 @@ class SceneWriter:
                     return False
                 written = int(old.attrs["scenes_written"])
                 intact, problem = _intact_scenes(old, written)
-                if intact < written:
-                    note(f"{self.partial}: {problem}; keeping the {intact} scenes before it")
+                closed = self._closed_marker.exists()
+                if intact < written or not closed:
+                    # A run killed while HDF5 wrote can leave its internal heaps inconsistent in
+                    # ways that reading back every scene does not show, but appending does.
+                    why = problem if intact < written else "its last writer did not close it (killed?)"
+                    note(f"{self.partial}: {why}; copying the {intact} intact scenes into a new file")
                     self._rebuild(old, intact)
                     return True
+            remove(self._closed_marker)
             f = self._open(self.partial, "a")
         except (OSError, KeyError, ValueError) as error:  # e.g. killed while HDF5 wrote its superblock
             note(f"{self.partial}: cannot resume from it ({_one_line(error)}); starting over")
@@ -399,8 +405,16 @@ class SceneWriter:
         """Stop writing; keep the partial file only if asked (so a rerun can resume), as the
         last safe point left it."""
         self._close_file()
-        if not keep_partial:
+        if keep_partial:
+            self._closed_marker.touch()  # a resume may append to it as it is
+        else:
             remove(self.partial)
+
+    @property
+    def _closed_marker(self) -> Path:
+        """Present while the partial file rests closed as a safe point left it; a partial
+        file without it was left by a killed run and is copied before a resume."""
+        return self.partial.with_name(self.partial.name + ".closed")
 
     def _close_file(self) -> None:
         self._io.rollback()  # nothing unfinished reaches the disk, even as HDF5 closes

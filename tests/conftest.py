@@ -1,4 +1,13 @@
+import os
 import sys
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of `make test`'s parallel workers
+    # One thread per worker and per command it starts: two workers with two threads each
+    # on two cores would make torch's threads wait on each other.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 import pytest
 

@@ -1,0 +1,79 @@
+"""Paths of the tools that no other test walks (the hardening issue): scene-eval on the
+"each view" protocols and with --targets, the zoom and eyeroll motions through the CLI,
+bf16 training, and the shipped demo checkpoint."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scenetools import checkpoint as ckpt
+from scenetools.models import count_parameters
+from conftest import run_command
+from test_train import data, logged, train_args, trained  # noqa: F401  (the trained tiny SRT run)
+import processes
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-checkpoint" / "srt-synthetic.pt"
+
+
+def evaluate(trained, data, out, *options):  # noqa: F811
+    result = run_command("eval", trained, data / "scenes.h5", "--split", "val", "--out", out, *options)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    return json.loads(out.read_text()), rows
+
+
+@pytest.mark.parametrize("protocol", ["nmr", "clevr3d"])
+def test_each_view_protocols_take_every_view_as_the_input_once(data, trained, tmp_path, protocol):  # noqa: F811
+    metrics, rows = evaluate(trained, data, tmp_path / "m.json", "--set", f"data.protocol={protocol}", "--set",
+                             "data.num_inputs=1")
+    assert metrics["num_scenes"] == 2 and metrics["num_items"] == len(rows) == 2 * 6  # 2 val scenes x 6 views
+    for scene in {row["scene"] for row in rows}:
+        assert sorted(int(row["input_views"]) for row in rows if row["scene"] == scene) == list(range(6))
+
+
+def test_targets_all_scores_the_input_views_too(data, trained, tmp_path):  # noqa: F811
+    """--targets all scores the 2 input views as well as the 4 others: other figures, and two
+    more target rows on each scene's sheet."""
+    import imageio.v3 as iio
+
+    rest, _ = evaluate(trained, data, tmp_path / "rest.json", "--targets", "rest", "--images", tmp_path / "r")
+    every, _ = evaluate(trained, data, tmp_path / "all.json", "--targets", "all", "--images", tmp_path / "a")
+    assert every["results"]["psnr"] != rest["results"]["psnr"]
+    assert (rest["targets"], every["targets"]) == ("novel views only", "all views")
+    heights = [iio.imread(next((tmp_path / d).glob("*.png"))).shape[0] for d in ("r", "a")]
+    assert heights[1] > heights[0]
+
+
+@pytest.mark.parametrize("motion", ["zoom", "eyeroll"])
+def test_zoom_and_eyeroll_render_through_the_cli(trained, tmp_path, motion):  # noqa: F811
+    frames = tmp_path / motion
+    result = run_command("render", trained, "--motion", motion, "--frames", 3, "-o", frames)
+    assert result.returncode == 0, result.stderr
+    pictures = sorted((frames / "rgb").glob("*.png"))
+    assert len(pictures) == 3
+    first, last = (np.asarray(__import__("imageio.v3", fromlist=["imread"]).imread(p), float) for p in pictures[::2])
+    assert np.abs(first - last).mean() > 1  # the camera moved
+
+
+def test_bf16_training_runs_and_keeps_float32_weights(data, tmp_path):  # noqa: F811
+    run = tmp_path / "run"
+    result = processes.run(train_args(data, run, "--precision", "bf16", "--max-steps", 6, "--set",
+                                      "training.log_every=1"))
+    assert result.returncode == 0, result.stderr
+    state = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    assert state["config"]["training"]["precision"] == "bf16"
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in state["model"].values())
+    assert all(np.isfinite(row["loss"]) for row in logged(run)) and len(logged(run)) == 6
+
+
+@pytest.mark.skipif(not DEMO.is_file(), reason="the shipped demo checkpoint is not in this checkout")
+def test_the_shipped_demo_checkpoint_loads_and_renders_its_preview(tmp_path):
+    model, state, run = ckpt.load_model(DEMO)
+    assert run is None and state["model_name"] == "srt" and state["step"] == 17000
+    assert state["optimizer"] is None and count_parameters(model) == sum(v.numel() for v in state["model"].values())
+    assert state["preview"]["name"] == "scene_008000" and len(state["preview"]["rgb_png"]) == 10
+    result = run_command("render", DEMO, "--frames", 2, "--size", "16x16", "-o", tmp_path / "frames")
+    assert result.returncode == 0 and len(list((tmp_path / "frames" / "rgb").glob("*.png"))) == 2, result.stderr
