@@ -406,7 +406,8 @@ class SceneWriter:
         last safe point left it."""
         self._close_file()
         if keep_partial:
-            self._closed_marker.touch()  # a resume may append to it as it is
+            with contextlib.suppress(OSError):  # without it, a resume copies the file first
+                self._closed_marker.touch()  # a resume may append to it as it is
         else:
             remove(self.partial)
 

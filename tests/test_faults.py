@@ -101,14 +101,14 @@ def test_full_disk_stops_conversion_cleanly_and_it_resumes(small_disk, tmp_path)
     out, partial = small_disk / "s.h5", small_disk / ".s.partial.h5"
     args = [sys.executable, "-c", CONVERT_IN_BLOCKS_OF_4, "--from", "synthetic", out, "--scenes", 20, "--views", 4,
             "--size", 48, "--seed", 1]  # 1.5 MB
-    full = subprocess.run(list(map(str, args + ["-q"])), capture_output=True, text=True)
+    full = processes.run(args + ["-q"])
     line = one_error_line(full, "scene-convert", 1)
     assert f"{partial}: no space left on device; the " in line and "run the same command again" in line
     kept = int(line.split("; the ")[1].split()[0])
     assert 0 < kept < 20 and partial.exists() and not out.exists()
 
     resize(small_disk, "8m")
-    resumed = subprocess.run(list(map(str, args)), capture_output=True, text=True)
+    resumed = processes.run(args)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming an interrupted conversion after {kept} of 20 scenes" in resumed.stderr
     convert(SyntheticSource(scenes=20, views=4, size=48, seed=1), tmp_path / "fresh.h5", codec="raw")
