@@ -248,13 +248,19 @@ def test_a_killed_and_resumed_run_equals_an_uninterrupted_one(data, tmp_path, gp
     assert 8 <= saved < 40
     finished = subprocess.run(train_args(data, resumed, "--max-steps", 40, *settings), capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
+    assert_same_run(whole, resumed, 40, compare_from=saved + 1)
+
+
+def assert_same_run(whole, resumed, steps: int, compare_from: int = 1) -> None:
+    """``resumed`` ended where the uninterrupted ``whole`` did: the same weights after ``steps``
+    steps, every step logged once, and the same loss at each step from ``compare_from``."""
     a, b = (torch.load(run / "checkpoints" / "latest.pt", weights_only=True) for run in (whole, resumed))
-    assert a["step"] == b["step"] == 40
+    assert a["step"] == b["step"] == steps
     for key, value in a["model"].items():
         assert torch.allclose(value, b["model"][key], rtol=0, atol=1e-6), key
     losses = [{row["step"]: row["loss"] for row in logged(run)} for run in (whole, resumed)]
-    assert sorted(losses[1]) == list(range(1, 41))
-    assert all(losses[1][s] == pytest.approx(losses[0][s], rel=1e-6) for s in range(saved + 1, 41))
+    assert sorted(losses[1]) == list(range(1, steps + 1))
+    assert all(losses[1][s] == pytest.approx(losses[0][s], rel=1e-6) for s in range(compare_from, steps + 1))
 
 
 def test_dry_run_prints_what_it_can_then_lists_every_problem(data, tmp_path):

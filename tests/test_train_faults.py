@@ -17,7 +17,7 @@ import torch
 from scenetools.convert import convert
 from scenetools.sources.synthetic import SyntheticSource
 import processes
-from test_train import TINY, logged, train_args
+from test_train import TINY, assert_same_run, logged, train_args
 
 pytestmark = pytest.mark.faults
 
@@ -101,13 +101,7 @@ def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(data, t
     assert processes.run(train_args(data, whole, *settings)).returncode == 0
     landed = processes.kill_at_random_points(train_args(data, killed, *settings), 3, time.time() - started, seed=1)
     assert landed >= 1
-    a, b = (torch.load(run / "checkpoints" / "latest.pt", weights_only=True) for run in (whole, killed))
-    assert a["step"] == b["step"] == 24
-    for key, value in a["model"].items():
-        assert torch.allclose(value, b["model"][key], rtol=0, atol=1e-6), key
-    losses = [{row["step"]: row["loss"] for row in logged(run)} for run in (whole, killed)]
-    assert sorted(losses[1]) == list(range(1, 25))
-    assert all(losses[1][s] == pytest.approx(losses[0][s], rel=1e-6) for s in range(1, 25))
+    assert_same_run(whole, killed, 24)
 
 
 def test_a_second_run_on_the_same_folder_is_refused(data, tmp_path):
