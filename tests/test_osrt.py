@@ -108,23 +108,25 @@ def osrt_run(tmp_path_factory):
 
 
 def test_short_cpu_run_segments_better_than_random_slots(osrt_run):
-    """A few minutes of CPU training on 13 scenes: OSRT first separates background from the
-    objects (ARI), and its FG-ARI on the scenes it saw clearly beats random slots."""
+    """A few minutes of CPU training on 13 scenes: on the held-out test scenes, OSRT
+    separates background from objects (ARI) and objects from each other (FG-ARI) clearly
+    better than random slot assignments of the same pixels, scored here with the same ARI."""
     out = osrt_run / "eval.json"
-    result = run_command("eval", osrt_run / "run", osrt_run / "scenes.h5", "--split", "train", "--out", out)
+    result = run_command("eval", osrt_run / "run", osrt_run / "scenes.h5", "--split", "test", "--out", out)
     assert result.returncode == 0, result.stderr
     metrics = json.loads(out.read_text())["results"]
-    # Random slot assignments of the same pixels, scored the same way.
     scenes = SceneFile(osrt_run / "scenes.h5")
     rng = np.random.default_rng(0)
-    random_scores = []
-    for index in scenes.split("train"):
+    random = {"ari": [], "fg_ari": []}
+    for index in scenes.split("test"):
         instance = torch.from_numpy(scenes.read_views(int(index), fields=("instance",))["instance"].reshape(1, -1))
-        random = torch.from_numpy(rng.integers(0, 5, instance.shape))
-        random_scores.append(float(adjusted_rand_index(instance, random, ignore_background=True)[0]))
-    assert abs(np.mean(random_scores)) < 0.02
-    assert metrics["fg_ari"] > np.mean(random_scores) + 0.03, metrics
-    assert metrics["ari"] > 0.2 and "FG-ARI" in result.stdout
+        slots = torch.from_numpy(rng.integers(0, 5, instance.shape))
+        random["ari"].append(float(adjusted_rand_index(instance, slots)[0]))
+        random["fg_ari"].append(float(adjusted_rand_index(instance, slots, ignore_background=True)[0]))
+    assert abs(np.mean(random["ari"])) < 0.02 and abs(np.mean(random["fg_ari"])) < 0.02
+    assert metrics["fg_ari"] > np.mean(random["fg_ari"]) + 0.03, metrics
+    assert metrics["ari"] > np.mean(random["ari"]) + 0.1, metrics
+    assert "FG-ARI" in result.stdout
     log = [json.loads(line) for line in (osrt_run / "run" / "metrics.jsonl").read_text().splitlines()]
     assert "fg_ari" in log[0] and "fg_ari" in [row for row in log if row["split"] == "val"][0]
     grid = (osrt_run / "run" / "renders" / "step-600.png")
