@@ -241,15 +241,6 @@ class SRN(SceneModel):
 
     # ------------------------------------------------------------------ reference weights
 
-    #: (reference key pattern, ours). FCBlock layer k (net.k.net.0 Linear, net.k.net.1
-    #: LayerNorm) sits at 3k and 3k + 1 of our flat Sequential; its last Linear at net.L.
-    REFERENCE_RULES = [
-        (r"latent_codes\.weight", r"latent_codes.weight"),
-        (r"hyper_phi\.layers\.(\d+)\.hyper_linear\.hypo_params\.net\.(\d+)\.(net\.\d+\.)?(weight|bias)", None),
-        (r"ray_marcher\.(lstm|out_layer)\.(\w+)", r"ray_marcher.\1.\2"),
-        (r"pixel_generator\.net\.(\d+)\.(net\.\d+\.)?(weight|bias)", None),
-    ]
-
     @classmethod
     def from_reference(cls, reference_state: dict) -> dict:
         """Our state dict from the reference's checkpoint ({"model": state dict, "optimizer"}
@@ -272,7 +263,9 @@ class SRN(SceneModel):
 
 
 def _reference_name(key: str) -> str | None:
-    """Our name of a reference key (None: not an SRN key)."""
+    """Our name of a reference key (None: not an SRN key). The reference's FCBlock layer k
+    (``net.k.net.0`` Linear, ``net.k.net.1`` LayerNorm) sits at 3k and 3k + 1 of our flat
+    Sequential, and its last Linear at 3L."""
     if key == "latent_codes.weight" or re.fullmatch(r"ray_marcher\.(lstm|out_layer)\.\w+", key):
         return key
     match = re.fullmatch(r"hyper_phi\.layers\.(\d+)\.hyper_linear\.hypo_params\.net\.(\d+)\.(?:net\.(\d)\.)?(weight|bias)",
