@@ -50,10 +50,13 @@ DEFAULTS = {
 
 #: Keys a config may hold beyond ``DEFAULTS``, with their types (``None`` allowed for all).
 #: ``data.resolution``: train on images resized to this height (default: the file's);
-#: ``training.curriculum``: stages of training, see ``CURRICULUM_KEYS``.
+#: ``training.curriculum``: stages of training, see ``CURRICULUM_KEYS``;
+#: ``training.accumulate``: sum the gradients of this many batches per optimizer step (the
+#: global batch is split over processes and then over these), so that a machine with fewer
+#: GPUs trains the same optimisation as one with more.
 EXTRA_KEYS = {"data": {"num_inputs": int, "inputs": str, "targets": str, "input_views": list, "evaluation": dict,
                        "resolution": int},
-              "training": {"curriculum": list}}
+              "training": {"curriculum": list, "accumulate": int}}
 
 #: ``data.evaluation``: the view selection scene-eval and scene-render use instead of the
 #: training one (SRN fits codes to view 64 of held-out scenes and scores the rest).

@@ -8,6 +8,7 @@ stop.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -250,6 +251,7 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
     last, validation, bad_steps = {}, {}, BadSteps(training)
     window_start, window_rays = time.perf_counter(), 0
     schedule, stage, batches = stages(training, data_config), None, iter(())
+    accumulate = micro_batches(training)
     try:
         while step < max_steps:
             if stage is None or step >= stage.end:
@@ -262,17 +264,13 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
                          f"{stage.num_rays} rays per scene")
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, training)
-            batch = to_device(next_batch(batches), process.device)
-            with precision:
-                loss, logs = net(batch, step)
-            prediction = logs.pop("prediction", None)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, logs, prediction, batch = forward_backward(net, batches, step, precision, accumulate, process.device)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), training.get("grad_clip") or math.inf)
             if bad_steps.check(step, float(grad_norm)):
                 optimizer.step()
             step += 1
-            window_rays += batch["target_rays"].shape[0] * batch["target_rays"].shape[1] * process.world_size
+            window_rays += batch["target_rays"].shape[0] * batch["target_rays"].shape[1] * process.world_size * accumulate
 
             if step % training["log_every"] == 0 or step == max_steps:
                 values = {"loss": loss.detach(), **logs}
@@ -346,16 +344,43 @@ def stages(training: dict, data_config: dict) -> list:
     return out
 
 
+def micro_batches(training: dict) -> int:
+    """Batches whose gradients each optimizer step sums (``training.accumulate``, default 1;
+    values below 1 are refused by ``build_inputs``)."""
+    return max(1, training.get("accumulate") or 1)
+
+
+def forward_backward(net, batches, step: int, precision, micro: int, device) -> tuple:
+    """Gradients of one optimizer step from ``micro`` batches (gradient accumulation: the
+    gradient of the mean loss over all of them, as one batch that many times larger gives;
+    DDP syncs once, after the last). Returns the loss and logs averaged over them, and the
+    last batch with its prediction (for the training metrics)."""
+    totals = {}
+    for k in range(micro):
+        batch = to_device(next_batch(batches), device)
+        last = k == micro - 1
+        with contextlib.nullcontext() if last or not hasattr(net, "no_sync") else net.no_sync():
+            with precision:
+                loss, logs = net(batch, step)
+            (loss / micro if micro > 1 else loss).backward()
+        prediction = logs.pop("prediction", None)
+        for name, value in {"loss": loss, **logs}.items():
+            value = torch.as_tensor(value).detach() / micro
+            totals[name] = totals[name] + value if name in totals else value
+    return totals.pop("loss"), totals, prediction, batch
+
+
 def stage_batches(train_set, stage: Stage, step: int, process, training: dict):
     """An iterator over the training batches of ``stage`` from ``step`` on: a DataLoader of its
     batch size over the training items at its resolution, positioned where the step says (so a
     resumed run sees the data an uninterrupted one would)."""
     dataset = copy.copy(train_set)  # a stage after the first draws other rays (seed + its start step)
     dataset.resolution, dataset.num_rays, dataset.seed = stage.resolution, stage.num_rays, train_set.seed + stage.start
-    per_process = stage.batch_size // process.world_size
+    micro = micro_batches(training)
+    per_process = stage.batch_size // process.world_size // micro
     sampler = ShardedSampler(len(dataset), process.rank, process.world_size, seed=training["seed"] + stage.start,
                              batch_size=per_process, infinite=True)
-    epoch, position = divmod(step - stage.start, sampler.batches_per_epoch)
+    epoch, position = divmod((step - stage.start) * micro, sampler.batches_per_epoch)
     sampler.set_epoch(epoch, start=position * per_process)
     workers = training["num_workers"]
     return iter(DataLoader(dataset, batch_size=per_process, sampler=sampler, num_workers=workers,
@@ -488,14 +513,18 @@ def build_inputs(model_name: str, data_path: Path, config: dict, process, proble
         train_set = make_dataset(scenes, "train", data_config, training["seed"])
     except BadInput as error:
         problem(error)
-    per_process = training["batch_size"] // process.world_size
+    if (training.get("accumulate") or 1) < 1:
+        problem(BadInput(f"training.accumulate must be at least 1, not {training['accumulate']}"))
+    parts = process.world_size * micro_batches(training)
+    per_process = training["batch_size"] // parts
     for stage in stages(training, data_config):
         batch = stage.batch_size
-        if batch // process.world_size < 1 or batch % process.world_size:
-            problem(BadInput(f"batch_size {batch} does not split over {process.world_size} processes"))
-        elif train_set is not None and len(train_set) < batch // process.world_size:
+        if batch // parts < 1 or batch % parts:
+            problem(BadInput(f"batch_size {batch} does not split over {process.world_size} processes"
+                             + (f" x {micro_batches(training)} accumulated batches" if parts > process.world_size else "")))
+        elif train_set is not None and len(train_set) < batch // parts:
             problem(BadInput(f"the train split has {len(train_set)} items, fewer than a batch of "
-                             f"{batch // process.world_size}", data_path))
+                             f"{batch // parts}", data_path))
     if train_set is not None and per_process >= 1 and len(train_set) >= per_process:
         sampler = ShardedSampler(len(train_set), process.rank, process.world_size, seed=training["seed"],
                                  batch_size=per_process, infinite=True)
@@ -529,8 +558,11 @@ def dry_run(model_name, data_path, config, process) -> None:
     if sampler is not None:
         first = stages(config["training"], config["data"])[0]
         dataset.resolution, dataset.num_rays = first.resolution, first.num_rays
-        batch = next(iter(DataLoader(dataset, batch_size=first.batch_size // process.world_size, sampler=sampler)))
-        print(f"data: {len(dataset)} train items, {len(batch['scene_index'])} per process-batch")
+        micro = micro_batches(config["training"])
+        batch = next(iter(DataLoader(dataset, batch_size=first.batch_size // process.world_size // micro,
+                                     sampler=sampler)))
+        print(f"data: {len(dataset)} train items, {len(batch['scene_index'])} per process-batch"
+              + (f", {micro} batches accumulated per step" if micro > 1 else ""))
         for key, value in batch.items():
             print(f"  {key:<24} {str(tuple(value.shape)):<22} {str(value.dtype).replace('torch.', '')}")
     print("config:")

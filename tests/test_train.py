@@ -263,6 +263,48 @@ def assert_same_run(whole, resumed, steps: int, compare_from: int = 1) -> None:
     assert all(losses[1][s] == pytest.approx(losses[0][s], rel=1e-6) for s in range(compare_from, steps + 1))
 
 
+def test_accumulated_gradients_are_those_of_the_mean_loss_over_all_batches():
+    """Least squares on 4 rows given as 2 batches of 2: the summed gradient equals the gradient
+    of the mean over all 4 rows, 2/N * sum((x.w - y) x), computed here by hand."""
+    import contextlib
+
+    from scenetools.train import forward_backward
+
+    class LeastSquares(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
+
+        def forward(self, batch, step):
+            loss = ((batch["x"] @ self.w - batch["y"]) ** 2).mean()
+            return loss, {"mse": loss.detach()}
+
+    x = torch.tensor([[1.0, 0.0, 2.0], [0.5, 1.0, -1.0], [2.0, 2.0, 0.0], [-1.0, 0.5, 1.0]])
+    y = torch.tensor([1.0, 0.0, -1.0, 2.0])
+    model = LeastSquares()
+    halves = iter([{"x": x[:2], "y": y[:2]}, {"x": x[2:], "y": y[2:]}])
+    loss, logs, _, _ = forward_backward(model, halves, 0, contextlib.nullcontext(), 2, torch.device("cpu"))
+    residual = x @ torch.tensor([1.0, -2.0, 0.5]) - y
+    assert torch.allclose(model.w.grad, 2 / 4 * (residual[:, None] * x).sum(0))
+    assert float(loss) == pytest.approx(float((residual ** 2).mean())) == pytest.approx(float(logs["mse"]))
+
+
+def test_accumulated_batches_give_the_update_of_one_batch_of_their_size(data, tmp_path):
+    """Batch 4 in one step, and 2 + 2 accumulated: the same weights and losses after 3 steps
+    (both see the same items in the same order within the first epoch); batch 2 alone does not."""
+    settings = ["--max-steps", 3, "--set", "training.log_every=1", "--set", "training.lr_warmup=0"]
+    runs = {"one": [], "accumulated": ["--accumulate", 2], "half": ["--set", "training.batch_size=2"]}
+    for name, extra in runs.items():
+        result = subprocess.run(train_args(data, tmp_path / name, *settings, *extra), capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    a, b, c = (torch.load(tmp_path / name / "checkpoints" / "latest.pt", weights_only=True)["model"] for name in runs)
+    for key, value in a.items():
+        assert torch.allclose(value, b[key], rtol=0, atol=1e-5), key
+    assert not all(torch.allclose(value, c[key], rtol=0, atol=1e-5) for key, value in a.items())
+    losses = [[row["loss"] for row in logged(tmp_path / name)] for name in ("one", "accumulated")]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
 def test_dry_run_prints_what_it_can_then_lists_every_problem(data, tmp_path):
     small = subprocess.run(train_args(data, tmp_path / "run", "--dry-run", "--set", "training.batch_size=256"),
                            capture_output=True, text=True)

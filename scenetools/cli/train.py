@@ -40,6 +40,8 @@ def default_preset(source: str) -> str | None:
               help="Worker processes (one per GPU; on a CPU-only machine, CPU processes with gloo).")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Train up to this step (overrides the config).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), help="bf16 autocast where supported [config].")
+@click.option("--accumulate", type=click.IntRange(min=1), help="Sum the gradients of N batches per step: the same "
+              "global batch in N times less memory per process [config, 1].")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option("--wandb", is_flag=True, help="Also log to Weights & Biases (needs wandb).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
@@ -49,8 +51,8 @@ def default_preset(source: str) -> str | None:
 @click.option("--dry-run", is_flag=True, help="Build the model and data, print the model, its parameter count "
               "and one batch's shapes, and exit.")
 @common.options
-def command(model, data, preset, overrides, run_dir, gpus, max_steps, precision, compile_, wandb, device, init_from,
-            dry_run):
+def command(model, data, preset, overrides, run_dir, gpus, max_steps, precision, accumulate, compile_, wandb, device,
+            init_from, dry_run):
     """Train MODEL on DATA.h5, writing checkpoints, metrics and renders to a run folder.
 
     Under torchrun (one node or several) it joins the process group from the environment;
@@ -76,6 +78,8 @@ def command(model, data, preset, overrides, run_dir, gpus, max_steps, precision,
         config["training"]["max_steps"] = max_steps
     if precision:
         config["training"]["precision"] = precision
+    if accumulate:
+        config["training"]["accumulate"] = accumulate
     run_dir = run_dir or Path("outputs") / data.stem / model / Path(preset).stem
     options = Options(precision=config["training"]["precision"], compile=compile_, wandb=wandb, dry_run=dry_run,
                       device=device, init_from=str(init_from) if init_from else None)
