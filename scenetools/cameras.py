@@ -124,6 +124,13 @@ def world_to_camera_to_c2w(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return c2w
 
 
+def resized_intrinsics(K: np.ndarray, size: tuple, new_size: tuple) -> np.ndarray:
+    """[..., 3, 3] intrinsics of an image of ``size`` (height, width) resized to ``new_size``:
+    pixel edges map to pixel edges, so each axis scales by the ratio of its sizes."""
+    (H, W), (h, w) = size, new_size
+    return np.diag([w / W, h / H, 1.0]) @ K
+
+
 def focal_from_fov(fov_radians: float, size_pixels: int) -> float:
     """Focal length in pixels of a field of view spanning ``size_pixels``."""
     return 0.5 * size_pixels / np.tan(0.5 * fov_radians)

@@ -59,8 +59,10 @@ EXTRA_KEYS = {"data": {"num_inputs": int, "inputs": str, "targets": str, "input_
               "training": {"curriculum": list, "accumulate": int}}
 
 #: ``data.evaluation``: the view selection scene-eval and scene-render use instead of the
-#: training one (SRN fits codes to view 64 of held-out scenes and scores the rest).
-EVALUATION_KEYS = {"protocol": str, "num_inputs": int, "inputs": str, "input_views": list, "targets": str}
+#: training one (SRN fits codes to view 64 of held-out scenes and scores the rest), and the
+#: resolution they work at (an image height; default: the file's).
+EVALUATION_KEYS = {"protocol": str, "num_inputs": int, "inputs": str, "input_views": list, "targets": str,
+                   "resolution": int}
 
 #: A stage of ``training.curriculum``: it runs ``steps`` steps (the last stage runs on to
 #: ``max_steps``) with its own batch size, image resolution (height, see ``data.resolution``)

@@ -114,6 +114,15 @@ class SceneDataset(Dataset):
         self.label_fields = [f for f in ("instance", "semantic", "depth") if f in self.scenes.fields]
         self.file_render_range = render_range(self.scenes)
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the views in its items: the file's, or resized to ``resolution``
+        (the width keeps the aspect ratio)."""
+        H, W = self.scenes.height, self.scenes.width
+        if self.resolution is None or self.resolution == H:
+            return H, W
+        return self.resolution, max(1, round(W * self.resolution / H))
+
     def __len__(self) -> int:
         return len(self.items)
 
@@ -172,9 +181,9 @@ class SceneDataset(Dataset):
         fields = ("rgb", "camera_to_world", "intrinsics") + tuple(self.label_fields)
         views = np.union1d(inputs, targets)
         data = self.read(scene, views, fields)
-        H, W = self.scenes.height, self.scenes.width
-        if self.resolution is not None and self.resolution != H:
-            data, H, W = resize_views(data, self.resolution, max(1, round(W * self.resolution / H)))
+        H, W = self.image_size
+        if (H, W) != (self.scenes.height, self.scenes.width):
+            data, H, W = resize_views(data, H, W)
         row = {v: i for i, v in enumerate(views)}
         inp, tgt = [row[v] for v in inputs], [row[v] for v in targets]
 
@@ -237,8 +246,9 @@ def view_selection(data_config: dict) -> ViewSelection:
 
 def evaluation_config(data_config: dict) -> dict:
     """The data config scene-eval and scene-render use: the training one with its
-    ``evaluation`` section (view selection for held-out scenes) applied, no curriculum
-    resolution (evaluation renders the file's resolution)."""
+    ``evaluation`` section (view selection for held-out scenes, resolution) applied, and not
+    the training resolution: evaluation renders the file's resolution unless that section
+    names one."""
     out = {k: v for k, v in data_config.items() if k not in ("evaluation", "resolution")}
     return {**out, **(data_config.get("evaluation") or {})}
 
@@ -285,8 +295,7 @@ def resize_views(data: dict, height: int, width: int) -> tuple:
     for name in ("instance", "semantic", "depth"):
         if name in data:
             out[name] = data[name][:, rows][:, :, columns]
-    scale = np.diag([width / W, height / H, 1.0])
-    out["intrinsics"] = scale @ data["intrinsics"]
+    out["intrinsics"] = cameras.resized_intrinsics(data["intrinsics"], (H, W), (height, width))
     return out, height, width
 
 

@@ -78,22 +78,23 @@ def evaluate(model, scenes: SceneFile, split: str, data_config: dict, device, ma
             scene = encode_for_inference(model, encoder_inputs(batch))
         output = render_rays(model, scene, batch["target_camera_pos"], batch["target_rays"], *near_far(batch), chunk,
                              context, outputs=SCORED_OUTPUTS)
-        row = score_item(item, output, scenes, renderers, lpips, device)
+        row = score_item(item, output, scenes, renderers, lpips, device, dataset.image_size)
         if "segmentation" in output and "instance" in scenes.fields:
             row.update(input_view_segmentation(model, scene, item, scenes, device, segmentation_size, chunk))
         if hasattr(model, "point_segmentation") and {"depth", "instance"} <= set(scenes.fields):
             row.update(surface_segmentation(model, scene, batch))
         rows.append(row)
         if images_dir is not None:
-            save_images(images_dir, row["scene"], item, output, scenes)
+            save_images(images_dir, row["scene"], item, output, dataset.image_size)
     columns = [k for k in rows[0] if k not in ("scene", "scene_index", "input_views")] if rows else []
     summary = {k: mean_std([r[k] for r in rows]) for k in columns}
     return summary, rows
 
 
-def score_item(item: dict, output: dict, scenes: SceneFile, renderers: dict, lpips, device) -> dict:
-    """Every image metric of one item, from its full target images and the model's output."""
-    H, W = scenes.height, scenes.width
+def score_item(item: dict, output: dict, scenes: SceneFile, renderers: dict, lpips, device, size) -> dict:
+    """Every image metric of one item, from its full target images (``size``: their height
+    and width) and the model's output."""
+    H, W = size
     views = item["target_views"].numpy()
     target = item["target_pixels"]
     pred = output["rgb"][0].clamp(0, 1)
@@ -116,7 +117,8 @@ def score_item(item: dict, output: dict, scenes: SceneFile, renderers: dict, lpi
     row.update(_psnrs("baseline_mean_colour_", mean_colour, target, objects))
     cams = scenes.read_views(scene_index, views, ("camera_to_world", "intrinsics")) if renderers else None
     for name, render in renderers.items():  # what the data's source can render without the objects
-        rgb = render(cams["camera_to_world"], cams["intrinsics"], H, W)
+        K = cameras.resized_intrinsics(cams["intrinsics"], (scenes.height, scenes.width), size)
+        rgb = render(cams["camera_to_world"], K, H, W)
         row.update(_psnrs(f"baseline_{name}_", torch.from_numpy(rgb).reshape(-1, 3).float() / 255, target, objects))
     return row
 
@@ -194,12 +196,12 @@ def _psnrs(prefix: str, pred, target, objects) -> dict:
     return out
 
 
-def save_images(folder, name: str, item: dict, output: dict, scenes: SceneFile) -> None:
+def save_images(folder, name: str, item: dict, output: dict, size) -> None:
     """One labelled sheet per item, ``DIR/<scene>_in<views>.png``: the input views in the
     first row, then a row per target view: prediction, ground truth, error heat map (the
     per-pixel colour distance, black = exact, turbo up to 0.5) and, for models that segment,
-    the predicted and true segmentations."""
-    H, W = scenes.height, scenes.width
+    the predicted and true segmentations. ``size``: the views' height and width."""
+    H, W = size
     views = item["target_views"].tolist()
     pred = output["rgb"][0].reshape(len(views), H, W, 3).clamp(0, 1)
     truth = item["target_pixels"].reshape(len(views), H, W, 3)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .. import camera_paths
+from .. import camera_paths, cameras
 from .. import checkpoint as ckpt
 from ..device import pick as pick_device
 from ..atomic import atomic_output, check_new_output, remove, safe_name
@@ -140,7 +140,7 @@ def command(source, data, scene, motion, path_file, frames, fade, size, outputs,
         scene_c2w = scenes.read_views(index, fields=("camera_to_world",))["camera_to_world"]
         base = scenes.read_views(index, item["input_views"][:1].numpy(), ("camera_to_world", "intrinsics"))
         height, width = parse_size(size) or (scenes.height, scenes.width)
-        K = np.diag([width / scenes.width, height / scenes.height, 1.0]) @ base["intrinsics"][0]
+        K = cameras.resized_intrinsics(base["intrinsics"][0], (scenes.height, scenes.width), (height, width))
         if motion == "path":
             path, height, width = camera_paths.load_camera_path(path_file, *(parse_size(size) or (None, None)))
         else:
