@@ -6,8 +6,10 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
+# The tools on PATH for the example scripts.
+TOOLS   = PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: install test demo demo-osrt demo-obsurf demo-checkpoint bench clean
+.PHONY: install test demo demo-osrt demo-obsurf demo-checkpoint bench results clean
 
 # The tools alone; `make test` adds what the tests need (pytest, scikit-learn, tensorflow-cpu).
 install: $(STAMP)
@@ -27,19 +29,45 @@ test: $(DEV)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 demo: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" examples/demo.sh
+	$(TOOLS) examples/demo.sh
 
 # The same with OSRT: segmentation panels, FG-ARI in the evaluation.
 demo-osrt: install
-	DEMO_MODEL=osrt PATH="$(CURDIR)/$(BIN):$$PATH" examples/demo.sh
+	DEMO_MODEL=osrt $(TOOLS) examples/demo.sh
 
 # ObSuRF: depth-supervised slots, volume rendering; FG-ARI next to random slots (under 10 minutes).
 demo-obsurf: install
-	DEMO_MODEL=obsurf PATH="$(CURDIR)/$(BIN):$$PATH" examples/demo.sh
+	DEMO_MODEL=obsurf $(TOOLS) examples/demo.sh
 
 # Reproduces examples/demo-checkpoint/ (hours on a CPU; resumable: run it again to continue).
 demo-checkpoint: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" examples/demo-checkpoint.sh
+	$(TOOLS) examples/demo-checkpoint.sh
+
+# Reproducing the papers (README): one target per published result, a pipeline of the tools
+# (examples/reproduce.sh): make reproduce-srt-nmr DATA=~/NMR_Dataset GPUS=8 [OUT=...]
+# [ACCUMULATE=N|auto] [STEPS=N]. Run it again to continue. `make results` tabulates OUT.
+# Each has a -smoke twin on a tiny dataset in the real layout (tests/fixtures); make test runs them.
+ROWS      := srt-nmr srt-msn isrt-msn osrt-clevr3d osrt-msn-hard obsurf-clevr3d obsurf-msn srn-cars srn-chairs
+REPRODUCE := $(addprefix reproduce-,$(ROWS))
+SMOKES    := $(addsuffix -smoke,$(REPRODUCE))
+OUT       ?= outputs/reproduce
+SMOKE_OUT ?= outputs/reproduce-smoke
+GPUS      ?= 1
+.PHONY: $(REPRODUCE) $(SMOKES)
+
+$(REPRODUCE): reproduce-%: install
+	@test -n "$(DATA)" || { echo "make $@: DATA=<the downloaded dataset> is required (README: Reproducing the papers)" >&2; exit 2; }
+	$(TOOLS) DATA="$(DATA)" GPUS="$(GPUS)" OUT="$(OUT)" examples/reproduce.sh $*
+	$(BIN)/python -m scenetools.results "$(OUT)"
+
+$(SMOKES): reproduce-%-smoke: $(DEV)
+	rm -rf "$(SMOKE_OUT)/$*"
+	set -- $$($(BIN)/python -m tests.fixtures.smoke $* "$(SMOKE_OUT)/datasets") && data="$$1" && shift && \
+	    $(TOOLS) SMOKE=1 DATA="$$data" CONVERT_ARGS="$$*" OUT="$(SMOKE_OUT)" examples/reproduce.sh $*
+	$(BIN)/python -m scenetools.results "$(SMOKE_OUT)"
+
+results:
+	$(BIN)/python -m scenetools.results "$(OUT)"
 
 # Benchmarks, JSON into bench/results/. REF=DIR also times the reference implementations
 # (DIR/srt, DIR/osrt, DIR/obsurf: stelzner's repositories, unpacked by you) against ours in

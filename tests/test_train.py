@@ -123,28 +123,6 @@ def test_eval_writes_metrics_json_csv_and_images(data, trained, tmp_path):
     assert "PSNR object pixels" in result.stdout and "background" in result.stdout
 
 
-def test_kill_then_resume_continues_from_the_checkpoint(data, tmp_path):
-    run = tmp_path / "run"
-    args = train_args(data, run, "--max-steps", 4000, "--set", "training.checkpoint_every=10")
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = run / "checkpoints" / "latest.pt"
-    deadline = time.time() + 120
-    while not latest.exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.kill()
-    proc.wait()
-    saved = torch.load(latest, weights_only=True)["step"]
-    assert saved >= 10 and saved % 10 == 0
-    result = subprocess.run(train_args(data, run, "--max-steps", saved + 15), capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert f"resuming {run} from step {saved}" in result.stderr
-    steps = [row["step"] for row in logged(run)]
-    after = steps[steps.index(max(s for s in steps if s <= saved)) + 1:]
-    assert after and min(after) > saved and max(after) == saved + 15
-    assert torch.load(latest, weights_only=True)["step"] == saved + 15
-
-
 def test_sigterm_saves_a_checkpoint_and_stops(data, tmp_path):
     """SIGTERM to the whole process group, data workers included, as Slurm's scancel sends it."""
     run = tmp_path / "run"
@@ -202,7 +180,7 @@ def ddp_worker(data, run, config):
 def test_ddp_two_cpu_processes_stay_in_sync(data, tmp_path):
     from scenetools.distributed import launch
     config = configs.merge(configs.DEFAULTS, yaml.safe_load(TINY))
-    config["training"].update(max_steps=40, validate_every=1000, visualize_every=1000, backup_every=1000)
+    config["training"].update(max_steps=16, validate_every=1000, visualize_every=1000, backup_every=1000)
     run = tmp_path / "ddp"
     results = launch(2, ddp_worker, str(data / "scenes.h5"), str(run), config)
     assert set(results) == {0, 1}
@@ -211,7 +189,7 @@ def test_ddp_two_cpu_processes_stay_in_sync(data, tmp_path):
     losses = [row["loss"] for row in logged(run)]
     assert np.mean(losses[-2:]) < np.mean(losses[:2])
     model, checkpoint, _ = ckpt.load_model(run)  # loads in a single process
-    assert checkpoint["step"] == 40
+    assert checkpoint["step"] == 16
     for key, value in model.state_dict().items():
         assert torch.equal(value, results[0][key])
 
@@ -243,12 +221,12 @@ def test_a_killed_and_resumed_ddp_run_equals_an_uninterrupted_one(data, tmp_path
     settings = ["--gpus", 2, "--set", "training.log_every=1", "--set", "training.checkpoint_every=8", "--set",
                 "training.validate_every=1000", "--set", "training.visualize_every=1000"]
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    assert subprocess.run(train_args(data, whole, "--max-steps", 40, *settings), capture_output=True).returncode == 0
-    saved = kill_after_checkpoint(train_args(data, resumed, "--max-steps", 40, *settings), resumed, 8)
-    assert 8 <= saved < 40
-    finished = subprocess.run(train_args(data, resumed, "--max-steps", 40, *settings), capture_output=True, text=True)
+    assert subprocess.run(train_args(data, whole, "--max-steps", 24, *settings), capture_output=True).returncode == 0
+    saved = kill_after_checkpoint(train_args(data, resumed, "--max-steps", 24, *settings), resumed, 8)
+    assert 8 <= saved < 24
+    finished = subprocess.run(train_args(data, resumed, "--max-steps", 24, *settings), capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
-    assert_same_run(whole, resumed, 40, compare_from=saved + 1)
+    assert_same_run(whole, resumed, 24, compare_from=saved + 1)
 
 
 def assert_same_run(whole, resumed, steps: int, compare_from: int = 1) -> None:
