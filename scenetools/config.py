@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import re
 from pathlib import Path
 
@@ -48,15 +49,25 @@ DEFAULTS = {
 }
 
 
+class CountOrAuto:
+    """The type of ``training.accumulate``: an integer of at least 1, or ``auto``."""
+
+    @staticmethod
+    def check(name: str, value) -> None:
+        if value is not None and value != "auto" and not (_is_int(value) and value >= 1):
+            raise BadInput(f"config key {name!r} must be an integer of at least 1 or auto, got {value!r}")
+
+
 #: Keys a config may hold beyond ``DEFAULTS``, with their types (``None`` allowed for all).
 #: ``data.resolution``: train on images resized to this height (default: the file's);
 #: ``training.curriculum``: stages of training, see ``CURRICULUM_KEYS``;
 #: ``training.accumulate``: sum the gradients of this many batches per optimizer step (the
 #: global batch is split over processes and then over these), so that a machine with fewer
-#: GPUs trains the same optimisation as one with more.
+#: GPUs trains the same optimisation as one with more; ``auto``: the smallest such number
+#: whose memory estimate fits the device (``scenetools.train.auto_accumulate``).
 EXTRA_KEYS = {"data": {"num_inputs": int, "inputs": str, "targets": str, "input_views": list, "evaluation": dict,
                        "resolution": int},
-              "training": {"curriculum": list, "accumulate": int}}
+              "training": {"curriculum": list, "accumulate": CountOrAuto}}
 
 #: ``data.evaluation``: the view selection scene-eval and scene-render use instead of the
 #: training one (SRN fits codes to view 64 of held-out scenes and scores the rest), and the
@@ -143,7 +154,7 @@ def validate(config: dict) -> None:
             if key not in known and key not in optional:
                 raise BadInput(f"unknown config key {name!r}{_suggest(key, list(known) + list(optional), section)}")
             expected = float if key in optional else known[key]
-            _check_type(name, value, expected)
+            getattr(expected, "check", functools.partial(_check_type, expected=expected))(name, value)
     _check_nested(config)
 
 

@@ -96,3 +96,12 @@ def all_reduce_mean(value: float, process: Process) -> float:
     tensor = torch.tensor([value], dtype=torch.float64, device=process.device)
     dist.all_reduce(tensor)
     return tensor.item() / process.world_size
+
+
+def broadcast_from_main(value, process: Process):
+    """The main process's ``value`` (any picklable object) on every process."""
+    if process.world_size == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=process.device if process.device.type == "cuda" else None)
+    return box[0]

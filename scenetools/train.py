@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader
 from . import checkpoint as ckpt
 from . import config as configs
 from . import distributed
+from . import memory
 from .device import autocast, to_device
 from .atomic import atomic_output
 from .data import ShardedSampler, make_dataset, scene_keys
@@ -47,6 +49,7 @@ class Options:
     dry_run: bool = False
     device: str | None = None  # default: cuda if available, else cpu
     init_from: str | None = None  # start a new run from these weights (fine-tuning)
+    config_name: str | None = None  # the preset or file the config came from (for messages)
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -212,8 +215,11 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
     run_dir, data_path = Path(run_dir), Path(data_path)
     config = with_run_section(config, model_name, data_path, run_dir)
     if options.dry_run:
-        dry_run(model_name, data_path, config, process)
+        dry_run(model_name, data_path, config, process, options.config_name)
         return Result(0, {}, None)
+    if training.get("accumulate") == "auto":
+        config = with_accumulate(config, auto_accumulate(model_name, data_path, config, process, options.config_name))
+        training = config["training"]
     # Everything is checked before anything is written.
     model, scenes, train_set, _, _ = build_inputs(model_name, data_path, config, process)
     lock = None
@@ -370,12 +376,19 @@ def forward_backward(net, batches, step: int, precision, micro: int, device) -> 
     return totals.pop("loss"), totals, prediction, batch
 
 
+def stage_dataset(train_set, stage: Stage):
+    """The training items of ``stage``: at its resolution and rays per scene, drawing other
+    rays than the stages before it (seed + its start step)."""
+    dataset = copy.copy(train_set)
+    dataset.resolution, dataset.num_rays, dataset.seed = stage.resolution, stage.num_rays, train_set.seed + stage.start
+    return dataset
+
+
 def stage_batches(train_set, stage: Stage, step: int, process, training: dict):
     """An iterator over the training batches of ``stage`` from ``step`` on: a DataLoader of its
     batch size over the training items at its resolution, positioned where the step says (so a
     resumed run sees the data an uninterrupted one would)."""
-    dataset = copy.copy(train_set)  # a stage after the first draws other rays (seed + its start step)
-    dataset.resolution, dataset.num_rays, dataset.seed = stage.resolution, stage.num_rays, train_set.seed + stage.start
+    dataset = stage_dataset(train_set, stage)
     micro = micro_batches(training)
     per_process = stage.batch_size // process.world_size // micro
     sampler = ShardedSampler(len(dataset), process.rank, process.world_size, seed=training["seed"] + stage.start,
@@ -538,34 +551,155 @@ def build_inputs(model_name: str, data_path: Path, config: dict, process, proble
     return model, scenes, train_set, sampler, per_process
 
 
-def dry_run(model_name, data_path, config, process) -> None:
-    """Print the model summary, parameter counts and one batch's shapes, train nothing, and
-    write nothing; then name every problem found (a BadInput listing them all)."""
+def with_accumulate(config: dict, accumulate: int) -> dict:
+    return configs.merge(config, {"training": {"accumulate": accumulate}})
+
+
+def memory_estimates(model, train_set, config: dict, world_size: int) -> list:
+    """Memory per process of each stage (``memory.Estimate``), at the config's accumulation:
+    16 B per trainable parameter, and the activations of the training objective on one scene
+    (the first training item at the stage's resolution and rays, on the model's device)
+    times the scenes of a micro-batch. A stage whose batch does not split, or whose scene
+    cannot be run (``train_set`` None, a failing forward), gets no activation figure and the
+    reason."""
+    training, measured, out = config["training"], {}, []
+    parameters = memory.trainable_parameters(model)
+    for stage in stages(training, config["data"]):
+        scenes = stage.batch_size // world_size // micro_batches(training)
+        key = (stage.resolution, stage.num_rays)
+        if key not in measured:
+            measured[key] = _scene_activations(model, train_set, stage)
+        value = measured[key] if scenes >= 1 else "the batch does not split (see the problems below)"
+        out.append(memory.Estimate(parameters, scenes, None, value) if isinstance(value, str)
+                   else memory.Estimate(parameters, scenes, value))
+    return out
+
+
+def _scene_activations(model, train_set, stage: Stage):
+    """Activation bytes of one scene at ``stage`` (see ``memory_estimates``), or why there are none."""
+    if train_set is None:
+        return "no training data (see the problems below)"
+    try:
+        scene = next(iter(DataLoader(stage_dataset(train_set, stage), batch_size=1)))
+        return memory.activation_bytes(model, to_device(scene, next(model.parameters()).device), stage.start)
+    except Exception as error:  # noqa: BLE001 - reported in the estimate (e.g. a field the file lacks)
+        return f"the forward pass on one scene failed ({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+
+
+def resolve_accumulate(estimates: list, process, config_name: str | None) -> tuple:
+    """``--accumulate auto`` from the estimates at accumulate 1: the smallest N splitting every
+    stage's batch per process whose estimate fits this process's device memory with 10% to
+    spare. Returns (N, the line saying why); nothing fitting is a BadInput."""
+    missing = [e.missing for e in estimates if e.per_scene is None]
+    if missing:
+        raise BadInput(f"--accumulate auto needs a memory estimate, and has none: {missing[0]}")
+    available, where = memory.device_memory(process.device)
+    n, peak = memory.choose_accumulate(estimates, available)
+    at = f"at batch {max(e.scenes for e in estimates)} per process"
+    if n is None:
+        scenes = f"{peak.scenes} scene{'s' if peak.scenes > 1 else ''}"
+        raise BadInput(f"--accumulate auto: config {config_name or '(given)'} needs an estimated "
+                       f"{memory.gib(peak.total)} per process even at {scenes} per micro-batch "
+                       f"({memory.gib(peak.persistent)} state + {memory.gib(peak.activations)} activations), more "
+                       f"than {memory.gib(available)} {where} with 10% to spare; use more processes or a smaller batch")
+    return n, (f"--accumulate auto: {n} (estimate {memory.gib(peak.total)} per process {at}, {peak.scenes} per "
+               f"micro-batch, against {memory.gib(available)} {where})")
+
+
+def auto_accumulate(model_name, data_path, config: dict, process, config_name: str | None = None) -> int:
+    """Resolve ``--accumulate auto`` on the main process (a model on the CPU measured on one
+    scene, the training RNG untouched) and give every process its N; a BadInput there is
+    raised on every process."""
+    answer = None
+    if process.is_main:
+        try:
+            answer, line = resolve_accumulate(_estimates_at_one(model_name, data_path, config, process), process,
+                                             config_name)
+            note(line)
+        except BadInput as error:
+            answer = str(error)
+    answer = distributed.broadcast_from_main(answer, process)
+    if isinstance(answer, str):
+        raise BadInput(answer)
+    return answer
+
+
+def _estimates_at_one(model_name, data_path, config, process) -> list:
+    at_one, cpu = with_accumulate(config, 1), _on_cpu(process)
+    with torch.random.fork_rng(devices=[]):
+        model, _, train_set, _, _ = build_inputs(model_name, Path(data_path), at_one, cpu)
+    return memory_estimates(model, train_set, at_one, process.world_size)
+
+
+def _on_cpu(process):
+    return dataclasses.replace(process, device=torch.device("cpu"))
+
+
+def dry_run(model_name, data_path, config, process, config_name: str | None = None) -> None:
+    """Print the model summary, parameter counts, the memory estimate per process and one
+    batch's shapes, train nothing, and write nothing; then name every problem found (a
+    BadInput listing them all). Everything is built on the CPU."""
     problems = []
-    model, _, dataset, sampler, per_process = build_inputs(model_name, Path(data_path), config, process, problems)
+    auto = config["training"].get("accumulate") == "auto"
+    if auto:
+        config = with_accumulate(config, 1)
+    model, _, dataset, sampler, _ = build_inputs(model_name, Path(data_path), config, _on_cpu(process), problems)
     if not process.is_main:
         return
     if model is not None:
-        print(f"model {model_name}: {count_parameters(model):,} parameters")
-        if model.per_scene_parameters and dataset is not None:
-            scenes, per_scene = len(dataset.scene_indices), model.per_scene_parameters
-            print(f"  = {count_parameters(model) - scenes * per_scene:,} networks + {per_scene:,} per training "
-                  f"scene x {scenes:,} training scenes ({scenes * per_scene:,})")
-        for name, module in model.named_children():
-            print(f"  {name:<10} {type(module).__name__:<22} {count_parameters(module):>14,}")
-            for child_name, child in module.named_children():
-                print(f"    {child_name:<20} {type(child).__name__:<20} {count_parameters(child):>12,}")
+        _print_model(model_name, model, dataset)
+        estimates = memory_estimates(model, dataset, config, process.world_size)
+        if auto:
+            config = _print_auto(estimates, config, process, config_name, problems)
+            estimates = [e.accumulated(micro_batches(config["training"])) for e in estimates]
+        for i, estimate in enumerate(estimates):
+            print(("" if len(estimates) == 1 else f"stage {i + 1} of {len(estimates)}: ") + estimate.line())
+        print("  (activations: what autograd keeps for backward at fp32, measured on one scene on the CPU; "
+              "bf16 autocast roughly halves them)")
+        _print_modules(model)
+    else:
+        print("memory per process (estimate): none, without a model (see the problems below)")
     if sampler is not None:
-        first = stages(config["training"], config["data"])[0]
-        dataset.resolution, dataset.num_rays = first.resolution, first.num_rays
-        micro = micro_batches(config["training"])
-        batch = next(iter(DataLoader(dataset, batch_size=first.batch_size // process.world_size // micro,
-                                     sampler=sampler)))
-        print(f"data: {len(dataset)} train items, {len(batch['scene_index'])} per process-batch"
-              + (f", {micro} batches accumulated per step" if micro > 1 else ""))
-        for key, value in batch.items():
-            print(f"  {key:<24} {str(tuple(value.shape)):<22} {str(value.dtype).replace('torch.', '')}")
+        _print_batch(dataset, sampler, config, process)
     print("config:")
     print("  " + json.dumps(config, default=str))
     if problems:
         raise BadInput(f"{len(problems)} problem{'s' if len(problems) > 1 else ''}: " + "; ".join(problems))
+
+
+def _print_auto(estimates, config, process, config_name, problems) -> dict:
+    """Print what ``--accumulate auto`` chooses and return the config with it (1 when nothing
+    fits, which is noted in ``problems``)."""
+    try:
+        n, line = resolve_accumulate(estimates, process, config_name)
+        print(line)
+        return with_accumulate(config, n)
+    except BadInput as error:
+        problems.append(str(error))
+        return config
+
+
+def _print_model(model_name, model, dataset) -> None:
+    print(f"model {model_name}: {count_parameters(model):,} parameters")
+    if model.per_scene_parameters and dataset is not None:
+        scenes, per_scene = len(dataset.scene_indices), model.per_scene_parameters
+        print(f"  = {count_parameters(model) - scenes * per_scene:,} networks + {per_scene:,} per training "
+              f"scene x {scenes:,} training scenes ({scenes * per_scene:,})")
+
+
+def _print_modules(model) -> None:
+    for name, module in model.named_children():
+        print(f"  {name:<10} {type(module).__name__:<22} {count_parameters(module):>14,}")
+        for child_name, child in module.named_children():
+            print(f"    {child_name:<20} {type(child).__name__:<20} {count_parameters(child):>12,}")
+
+
+def _print_batch(dataset, sampler, config, process) -> None:
+    first = stages(config["training"], config["data"])[0]
+    micro = micro_batches(config["training"])
+    per_process = first.batch_size // process.world_size // micro
+    batch = next(iter(DataLoader(stage_dataset(dataset, first), batch_size=per_process, sampler=sampler)))
+    print(f"data: {len(dataset)} train items, {len(batch['scene_index'])} per process-batch"
+          + (f", {micro} batches accumulated per step" if micro > 1 else ""))
+    for key, value in batch.items():
+        print(f"  {key:<24} {str(tuple(value.shape)):<22} {str(value.dtype).replace('torch.', '')}")

@@ -143,6 +143,9 @@ def test_dry_run_prints_model_and_batch_without_a_run_folder(data, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "parameters" in result.stdout and "input_images             (4, 2, 3, 16, 16)" in result.stdout
     assert "target_rays              (4, 64, 3)" in result.stdout
+    memory = next(line for line in result.stdout.splitlines() if line.startswith("memory per process (estimate): "))
+    assert " GiB weights, gradients and Adam state (16 B x " in memory and " parameters) + " in memory
+    assert memory.endswith(" per scene x 4 scenes per micro-batch)") and "at fp32" in result.stdout
     assert not (tmp_path / "run").exists()
 
 
@@ -288,10 +291,15 @@ def test_dry_run_prints_what_it_can_then_lists_every_problem(data, tmp_path):
                            capture_output=True, text=True)
     assert small.returncode == 2 and "fewer than a batch of 256" in small.stderr
     assert "parameters" in small.stdout  # the model was still built and summarised
+    assert "per scene x 256 scenes per micro-batch)" in small.stdout  # and its memory estimated
     both = subprocess.run(train_args(data, tmp_path / "run", "--dry-run", "--set", "model.bogus=1", "--set",
                                      "data.num_inputs=9"), capture_output=True, text=True)
     assert both.returncode == 2 and "2 problems" in both.stderr, both.stderr
     assert "bogus" in both.stderr and "at least 10 views" in both.stderr
+    no_data = subprocess.run(train_args(data, tmp_path / "run", "--dry-run", "--set", "data.num_inputs=9"),
+                             capture_output=True, text=True)
+    assert no_data.returncode == 2 and "at least 10 views" in no_data.stderr
+    assert "Adam state (16 B x " in no_data.stdout and "activations not measured: no training data" in no_data.stdout
     assert not (tmp_path / "run").exists()
 
 

@@ -40,16 +40,22 @@ def default_preset(source: str) -> str | None:
               help="Worker processes (one per GPU; on a CPU-only machine, CPU processes with gloo).")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Train up to this step (overrides the config).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), help="bf16 autocast where supported [config].")
-@click.option("--accumulate", type=click.IntRange(min=1), help="Sum the gradients of N batches per step: the same "
-              "global batch in N times less memory per process [config, 1].")
+@click.option("--accumulate", metavar="N|auto", callback=lambda ctx, param, value: parse_accumulate(value),
+              help="Sum the gradients of N batches per step: the same global batch in N times less activation "
+              "memory per process. auto: the smallest N dividing the batch per process whose --dry-run memory "
+              "estimate fits in the device's free memory (on the CPU, available RAM) with 10% to spare; the N "
+              "chosen goes into the run's config.yaml [config, 1].")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option("--wandb", is_flag=True, help="Also log to Weights & Biases (needs wandb).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
 @click.option("--init-from", type=click.Path(path_type=Path), metavar="CKPT",
               help="Start a new run from these weights (same model and sizes; fresh optimizer), e.g. to "
                    "fine-tune a shipped checkpoint. Ignored when the run folder resumes.")
-@click.option("--dry-run", is_flag=True, help="Build the model and data, print the model, its parameter count "
-              "and one batch's shapes, and exit.")
+@click.option("--dry-run", is_flag=True, help="Build the model and data, print the model, its parameter count, "
+              "an estimate of memory per process and one batch's shapes, and exit. The estimate: 16 B per "
+              "parameter (fp32 weights, gradients, Adam's two moments) + the tensors autograd keeps for backward, "
+              "measured at fp32 on one scene on the CPU and times the scenes per micro-batch (bf16 roughly halves "
+              "them).")
 @common.options
 def command(model, data, preset, overrides, run_dir, gpus, max_steps, precision, accumulate, compile_, wandb, device,
             init_from, dry_run):
@@ -65,6 +71,7 @@ def command(model, data, preset, overrides, run_dir, gpus, max_steps, precision,
       torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint host:29400 \\
           -m scenetools.cli.train srt data/msn.h5 --config srt/msn
       scene-train isrt data/msn.h5 --config isrt/msn --set training.batch_size=64 --dry-run
+      scene-train srt data/msn.h5 --config srt/msn --gpus 2 --accumulate auto
     """
     from ..train import Options
 
@@ -82,7 +89,7 @@ def command(model, data, preset, overrides, run_dir, gpus, max_steps, precision,
         config["training"]["accumulate"] = accumulate
     run_dir = run_dir or Path("outputs") / data.stem / model / Path(preset).stem
     options = Options(precision=config["training"]["precision"], compile=compile_, wandb=wandb, dry_run=dry_run,
-                      device=device, init_from=str(init_from) if init_from else None)
+                      device=device, init_from=str(init_from) if init_from else None, config_name=preset)
     pick_device(device)  # --device cuda without CUDA: refused before anything starts
     if init_from:
         ckpt.load(init_from)  # a missing or unreadable checkpoint: refused before anything is written
@@ -96,6 +103,15 @@ def command(model, data, preset, overrides, run_dir, gpus, max_steps, precision,
         worker(model, str(data), config, str(run_dir), options)
     if not dry_run:
         click.echo(str(run_dir))
+
+
+def parse_accumulate(text: str | None):
+    """``--accumulate``: None, ``auto`` or an integer of at least 1."""
+    if text is None or text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise click.BadParameter(f"{text!r} is neither an integer of at least 1 nor auto", param_hint="--accumulate")
+    return int(text)
 
 
 def worker(model, data, config, run_dir, options) -> None:
