@@ -14,7 +14,9 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,10 +88,7 @@ class Run:
         if self.main:
             for path in (self.checkpoints, self.renders):
                 path.mkdir(parents=True, exist_ok=True)
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # tensorboard imports tensorflow when present
-            os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-            from torch.utils.tensorboard import SummaryWriter
-            self.tensorboard = SummaryWriter(str(self.folder / "tensorboard"))
+            self.tensorboard = summary_writer(self.folder / "tensorboard")
             if use_wandb:
                 self.wandb = _start_wandb(self.folder, config)
 
@@ -115,6 +114,17 @@ class Run:
             self.tensorboard.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def summary_writer(folder: Path):
+    """A TensorBoard writer for ``folder`` that uses tensorboard's own TF stub even where
+    tensorflow is installed (the kubric extra): importing tensorflow costs every training
+    start 3 s and prints its log lines, and the event files are the same. Registering
+    ``tensorboard.compat.notf`` is tensorboard's switch for this (tensorboard/compat)."""
+    if "tensorflow" not in sys.modules:
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter(str(folder))
 
 
 def _start_wandb(folder: Path, config: dict):
