@@ -32,7 +32,7 @@ from PIL import Image
 from .atomic import atomic_output, safe_name
 from . import cameras, sources
 from .data import make_dataset
-from .metrics import adjusted_rand_index, lpips_model, masked_mse, mean_std, psnr_from_mse, ssim
+from .metrics import SSIM_WINDOW, adjusted_rand_index, lpips_model, masked_mse, mean_std, psnr_from_mse, ssim
 from .models.base import encode_for_inference, encoder_inputs, near_far
 from .progress import progress
 from .render import render_rays, to_uint8
@@ -104,7 +104,8 @@ def score_item(item: dict, output: dict, scenes: SceneFile, renderers: dict, lpi
            "input_views": " ".join(map(str, item["input_views"].tolist()))}
     row.update(_psnrs("", pred, target, objects))
     images = lambda flat: flat.reshape(len(views), H, W, 3)  # noqa: E731
-    row["ssim"] = float(ssim(images(pred), images(target)).mean())
+    if min(H, W) >= SSIM_WINDOW:  # else SSIM is absent, as any metric the data cannot give
+        row["ssim"] = float(ssim(images(pred), images(target)).mean())
     if lpips is not None:
         to_lpips = lambda x: images(x).permute(0, 3, 1, 2).to(device) * 2 - 1  # noqa: E731
         row["lpips"] = float(lpips(to_lpips(pred), to_lpips(target)).mean())

@@ -30,7 +30,10 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
     return error[mask].mean() if mask.any() else torch.tensor(float("nan"))
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+SSIM_WINDOW = 11  # pixels: images smaller than this on a side have no SSIM
+
+
+def _gaussian_window(size: int = SSIM_WINDOW, sigma: float = 1.5) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
     g = g / g.sum()
@@ -42,7 +45,7 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> t
     valid region of the 11x11 window)."""
     x, y = (t.double().permute(0, 3, 1, 2) for t in (pred, target))
     C = x.shape[1]
-    window = _gaussian_window().to(x)[None, None].expand(C, 1, 11, 11)
+    window = _gaussian_window().to(x)[None, None].expand(C, 1, SSIM_WINDOW, SSIM_WINDOW)
 
     def blur(t):
         return F.conv2d(t, window, groups=C)

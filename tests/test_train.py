@@ -103,6 +103,17 @@ def test_moved_run_folder_still_works(data, trained, tmp_path):
     assert torch.load(trained / "checkpoints" / "latest.pt", weights_only=True)["step"] == 60  # the original stays
 
 
+def test_eval_at_a_lower_resolution_leaves_out_ssim_below_its_window(data, trained, tmp_path):
+    """data.evaluation.resolution: the views resized to 8 px high, under SSIM's 11 x 11 window,
+    so SSIM is absent (it crashed the command before) and PSNR is still scored."""
+    out = tmp_path / "m.json"
+    result = run_command("eval", trained, data / "scenes.h5", "--split", "val", "--out", out, "--set",
+                         "data.evaluation.resolution=8")
+    assert result.returncode == 0, result.stderr
+    results = json.loads(out.read_text())["results"]
+    assert "ssim" not in results and np.isfinite(results["psnr"])
+
+
 def test_eval_writes_metrics_json_csv_and_images(data, trained, tmp_path):
     out, images = tmp_path / "m.json", tmp_path / "images"
     result = run_command("eval", trained, data / "scenes.h5", "--split", "val", "--out", out, "--images", images)
