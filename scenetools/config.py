@@ -66,6 +66,7 @@ class CountOrAuto:
 #: GPUs trains the same optimisation as one with more; ``auto``: the smallest such number
 #: whose memory estimate fits the device (``scenetools.train.auto_accumulate``).
 EXTRA_KEYS = {"data": {"num_inputs": int, "inputs": str, "targets": str, "input_views": list, "evaluation": dict,
+                       "held_out_views": int,
                        "resolution": int},
               "training": {"curriculum": list, "accumulate": CountOrAuto}}
 

@@ -35,17 +35,23 @@ class ViewSelection:
             NMR and CLEVR3D loaders iterate; ``first`` always takes views 0..num_inputs-1;
             ``given`` always takes ``input_views`` (SRN's one-shot view 64, two-shot 64 and 104).
         targets: ``rest`` takes target rays from the views that are not inputs; ``all``
-            from every view, inputs included (the ObSuRF/CLEVR3D protocol).
+            from every view, inputs included (the ObSuRF/CLEVR3D protocol); ``held_out`` from
+            the held-out views only (novel views of scenes trained on).
+        held_out: the last ``held_out`` views of every scene are neither inputs nor targets
+            (unless ``targets`` is ``held_out``): training never sees them.
     """
 
     num_inputs: int = 1
     inputs: str = "random"
     targets: str = "rest"
     input_views: tuple = ()
+    held_out: int = 0
 
     def __post_init__(self):
-        if self.inputs not in ("random", "each", "first", "given") or self.targets not in ("rest", "all"):
+        if self.inputs not in ("random", "each", "first", "given") or self.targets not in ("rest", "all", "held_out"):
             raise ValueError(f"bad view selection {self}")
+        if self.held_out < 0 or (self.targets == "held_out" and not self.held_out):
+            raise ValueError(f"targets 'held_out' needs held-out views (data.held_out_views), got {self.held_out}")
         if self.inputs == "given" and (len(self.input_views) != self.num_inputs or
                                        len(set(self.input_views)) != len(self.input_views)):
             raise ValueError(f"inputs 'given' needs num_inputs ({self.num_inputs}) distinct input_views, "
@@ -99,14 +105,16 @@ class SceneDataset(Dataset):
         self.keys = {}
         self.scene_indices = self.scenes.split(split) if split else np.arange(self.scenes.num_scenes)
         self.views, self.num_rays, self.seed, self.epoch = views, num_rays, seed, 0
-        counts = self.scenes.view_count[self.scene_indices]
+        counts = self.scenes.view_count[self.scene_indices] - views.held_out  # the views it may show
         needed = views.num_inputs + (views.targets == "rest")
         if counts.min() < needed:
-            raise ValueError(f"{self.scenes.path}: scenes need at least {needed} views for {views}, "
-                             f"some have {counts.min()}")
+            raise ValueError(f"{self.scenes.path}: scenes need at least {needed + views.held_out} views for "
+                             f"{views}, some have {counts.min() + views.held_out}")
         if views.inputs == "given" and max(views.input_views) >= counts.min():
             raise ValueError(f"{self.scenes.path}: input view {max(views.input_views)} does not exist in scenes "
-                             f"of {counts.min()} views (views count from 0); choose other input views")
+                             f"of {counts.min()} views (views count from 0"
+                             + (f"; the last {views.held_out} are held out" if views.held_out else "")
+                             + "); choose other input views")
         if views.inputs == "each":  # item -> (scene, first input view)
             self.items = [(s, v) for s, c in zip(self.scene_indices, counts) for v in range(c)]
         else:
@@ -159,7 +167,8 @@ class SceneDataset(Dataset):
     def choose_views(self, index: int, rng: np.random.Generator):
         """(scene, input views, target views) of item ``index``."""
         scene, first = self.items[index]
-        count, n = int(self.scenes.view_count[scene]), self.views.num_inputs
+        total, n = int(self.scenes.view_count[scene]), self.views.num_inputs
+        count = total - self.views.held_out  # views 0..count-1 may be inputs
         if self.views.inputs == "first":
             inputs = np.arange(n)
         elif self.views.inputs == "given":
@@ -169,7 +178,10 @@ class SceneDataset(Dataset):
             inputs = np.concatenate([[first], rng.choice(others, n - 1, replace=False)])
         else:
             inputs = rng.choice(count, n, replace=False)
-        targets = np.arange(count) if self.views.targets == "all" else np.setdiff1d(np.arange(count), inputs)
+        if self.views.targets == "held_out":
+            targets = np.arange(count, total)
+        else:
+            targets = np.arange(count) if self.views.targets == "all" else np.setdiff1d(np.arange(count), inputs)
         return scene, inputs.astype(np.int64), targets.astype(np.int64)
 
     def __getitem__(self, key) -> dict:
@@ -239,7 +251,7 @@ def view_selection(data_config: dict) -> ViewSelection:
     try:
         return ViewSelection(data_config.get("num_inputs", len(given) if given else base.num_inputs),
                              data_config.get("inputs", "given" if given else base.inputs),
-                             data_config.get("targets", base.targets), given)
+                             data_config.get("targets", base.targets), given, data_config.get("held_out_views", 0))
     except ValueError as error:
         raise BadInput(f"data config: {error}") from None
 

@@ -101,6 +101,32 @@ def test_dataloader_workers_each_item_once_and_file_opened_per_worker(synthetic_
     assert torch.equal(serial, parallel)  # the same rays whichever worker read them
 
 
+@pytest.mark.parametrize("inputs, targets", [("random", "rest"), ("random", "all"), ("each", "all")])
+def test_held_out_views_are_never_inputs_or_targets_of_training_items(synthetic_file, inputs, targets):
+    """Scenes of 6 views with the last 2 held out: every item, over several epochs, takes its
+    inputs and targets from views 0 to 3 only (and uses all four); `each` makes 4 items per scene."""
+    dataset = SceneDataset(synthetic_file, "train", ViewSelection(2, inputs, targets, held_out=2), num_rays=None)
+    assert len(dataset) == 10 * (4 if inputs == "each" else 1)
+    inputs_seen, targets_seen = set(), set()
+    for epoch in range(3):
+        for index in range(len(dataset)):
+            item = dataset[epoch, index]
+            inputs_seen.update(item["input_views"].tolist())
+            targets_seen.update(item["target_views"].tolist())
+    assert inputs_seen == targets_seen == {0, 1, 2, 3}
+
+
+def test_held_out_targets_are_exactly_the_held_out_views(synthetic_file):
+    dataset = SceneDataset(synthetic_file, "train", ViewSelection(1, "random", "held_out", held_out=2), num_rays=None)
+    for index in range(len(dataset)):
+        item = dataset[index]
+        assert item["target_views"].tolist() == [4, 5] and item["input_views"].item() < 4
+    with pytest.raises(ValueError, match="needs held-out views"):
+        ViewSelection(1, "random", "held_out")
+    with pytest.raises(ValueError, match="at least 8 views"):
+        SceneDataset(synthetic_file, "train", ViewSelection(5, held_out=2))
+
+
 def test_too_few_views_for_protocol(synthetic_file):
     with pytest.raises(ValueError, match="at least 7 views"):
         SceneDataset(synthetic_file, "train", ViewSelection(6))

@@ -1,6 +1,8 @@
 """SRN: sizes against the reference, the ray marcher on an analytic scene, the loss by hand,
 latent codes found by scene key (never by row), test-time latent fitting, and the generic
 pieces it brought (resolution curriculum, resized views)."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -190,6 +192,24 @@ def test_a_missing_code_through_the_cli_exits_2(synthetic_file, tmp_path):
     assert result.returncode == 2, result.stderr
     assert "no latent code" in result.stderr and "model.fit.steps" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_held_out_views_of_training_scenes_are_scored_with_their_trained_codes(synthetic_file, tmp_path):
+    """Novel views of the scenes SRN trained on (data.held_out_views, scene-eval --targets
+    held_out): their own codes render them, so nothing is fitted (fit.steps 0 would refuse)."""
+    config = configs.resolve("srn", "srn/synthetic", [f"model.{k}={v}" for k, v in TINY.items()]
+                             + ["data.held_out_views=2"])
+    model = SRN(**config["model"])
+    scenes = SceneFile(synthetic_file)
+    model.use_training_scenes(scene_keys(scenes, scenes.split("train")))
+    path = ckpt.save(tmp_path / "srn.pt", model_name="srn", config=config, model=model, step=1)
+    out = tmp_path / "m.json"
+    result = run_command("eval", path, synthetic_file, "--split", "train", "--targets", "held_out", "--set",
+                         "model.fit.steps=0", "--out", out)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(out.read_text())
+    assert metrics["targets"] == "held-out views only" and metrics["num_items"] == len(scenes.split("train"))
+    assert "fitting" not in result.stderr
 
 
 def test_reference_keys_map_onto_ours():

@@ -33,9 +33,10 @@ from . import common
               help="Rays decoded at once (memory stays bounded whatever the image size).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
-@click.option("--targets", type=click.Choice(["rest", "all"]),
-              help="Score the views that are not inputs (rest: novel views only) or every view "
-                   "[the model's protocol].")
+@click.option("--targets", type=click.Choice(["rest", "all", "held_out"]),
+              help="Score the views that are not inputs (rest: novel views only), every view, or the "
+                   "views training held out (data.held_out_views: novel views of the scenes it trained "
+                   "on, with --split train) [the model's protocol].")
 @click.option("--segmentation-scale", type=click.Choice(["subsample", "full"]), default="subsample",
               show_default=True, help="Input-view ARI on a 64 x 64 grid of pixels (as the ObSuRF reference) or "
               "on every pixel.")
@@ -85,7 +86,8 @@ def command(source, data, split, max_scenes, items_per_scene, out, images, overw
     name = run.name if run else Path(source).stem
     metrics = report(summary, rows, checkpoint=source, step=checkpoint.get("step"),
                      model_name=checkpoint["model_name"], data=data, split=split, run_name=name,
-                     targets={"rest": "novel views only", "all": "all views"}[view_selection(data_config).targets])
+                     targets={"rest": "novel views only", "all": "all views",
+                              "held_out": "held-out views only"}[view_selection(data_config).targets])
     csv_path = write_outputs(metrics, rows, out)
     click.echo(summary_table(metrics))
     click.echo(f"metrics  {out}\nper item {csv_path}")

@@ -131,7 +131,8 @@ def command(source, data, scene, motion, path_file, frames, fade, size, outputs,
 
         data_config = common.inference_data_config(checkpoint["config"]["data"], input_views)
         views = view_selection(data_config)
-        inputs = views if views.inputs == "given" else ViewSelection(views.num_inputs, "first", views.targets)
+        inputs = views if views.inputs == "given" else ViewSelection(views.num_inputs, "first", views.targets,
+                                                                     held_out=views.held_out)
         try:
             dataset = SceneDataset(scenes, None, inputs, num_rays=1, input_stride=data_config.get("input_stride", 1))
         except ValueError as error:
