@@ -9,7 +9,7 @@ DEV    := $(VENV)/.installed-dev
 # The tools on PATH for the example scripts.
 TOOLS   = PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: install test demo demo-osrt demo-obsurf demo-checkpoint bench results clean
+.PHONY: install test demo demo-osrt demo-obsurf demo-srn demo-checkpoint bench results clean
 
 # The tools alone; `make test` adds what the tests need (pytest, scikit-learn, tensorflow-cpu).
 install: $(STAMP)
@@ -38,6 +38,10 @@ demo-osrt: install
 # ObSuRF: depth-supervised slots, volume rendering; FG-ARI next to random slots (under 10 minutes).
 demo-obsurf: install
 	DEMO_MODEL=obsurf $(TOOLS) examples/demo.sh
+
+# SRN on single objects: novel views of training objects and single-shot unseen ones (under 10 minutes).
+demo-srn: install
+	$(TOOLS) examples/demo-srn.sh
 
 # Reproduces examples/demo-checkpoint/ (hours on a CPU; resumable: run it again to continue).
 demo-checkpoint: install

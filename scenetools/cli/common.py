@@ -83,7 +83,9 @@ def parse_views(text: str | None, option: str = "--input-views"):
 
 def inference_data_config(data_config: dict, input_views=None, targets=None) -> dict:
     """The data config scene-eval and scene-render use: the training one with its
-    ``evaluation`` section applied, then ``--input-views`` and ``--targets``."""
+    ``evaluation`` section applied, then ``--input-views`` and ``--targets``. Views held out
+    of training stay out only when they are the targets (``held_out``): otherwise every view
+    of a scene may be scored or shown."""
     from ..data import evaluation_config
 
     config = evaluation_config(data_config)
@@ -91,4 +93,6 @@ def inference_data_config(data_config: dict, input_views=None, targets=None) -> 
         config.update(inputs="given", input_views=list(input_views), num_inputs=len(input_views))
     if targets:
         config["targets"] = targets
+    if config.get("targets") != "held_out":
+        config.pop("held_out_views", None)
     return config
