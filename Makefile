@@ -9,7 +9,7 @@ DEV    := $(VENV)/.installed-dev
 # The tools on PATH for the example scripts.
 TOOLS   = PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: install test demo demo-osrt demo-obsurf demo-srn demo-checkpoint bench results clean
+.PHONY: install test demo demo-osrt demo-obsurf demo-srn demo-checkpoint demo-checkpoint-srn bench results clean
 
 # The tools alone; `make test` adds what the tests need (pytest, scikit-learn, tensorflow-cpu).
 install: $(STAMP)
@@ -46,6 +46,10 @@ demo-srn: install
 # Reproduces examples/demo-checkpoint/ (hours on a CPU; resumable: run it again to continue).
 demo-checkpoint: install
 	$(TOOLS) examples/demo-checkpoint.sh
+
+# The same for the SRN demo checkpoint (examples/demo-checkpoint/srn-synthetic.pt).
+demo-checkpoint-srn: install
+	DEMO_MODEL=srn $(TOOLS) examples/demo-checkpoint.sh
 
 # Reproducing the papers (README): one target per published result, a pipeline of the tools
 # (examples/reproduce.sh): make reproduce-srt-nmr DATA=~/NMR_Dataset GPUS=8 [OUT=...]

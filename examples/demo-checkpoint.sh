@@ -1,22 +1,36 @@
 #!/usr/bin/env bash
-# Reproduces the shipped demo checkpoint (run by `make demo-checkpoint`; hours on a CPU).
-#   1. 10,000 synthetic scenes with seed 1: other scenes than the demo file's (seed 0), whose
-#      held-out split the checkpoint is evaluated on
-#   2. scene-train srt with the CPU config, 17,000 steps from scratch (resumable: run it again
-#      to continue). Generator version 3: cameras at varied distances and heights, so the
-#      closeup half of rotate_and_closeup stays inside what the model has seen.
-#   3. the weights (no optimizer state) and the training log go to examples/demo-checkpoint/
+# Reproduces a shipped demo checkpoint (run by `make demo-checkpoint`, or `make
+# demo-checkpoint-srn`; hours on a CPU; resumable: run it again to continue).
+#   srt (DEMO_MODEL=srt, the default):
+#     1. 10,000 synthetic scenes with seed 1: other scenes than the demo file's (seed 0), whose
+#        held-out split the checkpoint is evaluated on. Generator version 3: cameras at varied
+#        distances and heights, so the closeup half of rotate_and_closeup stays inside what
+#        the model has seen.
+#     2. scene-train srt with the CPU config, 17,000 steps from scratch
+#   srn (DEMO_MODEL=srn):
+#     1. 1,000 single objects with seed 1 (make demo-srn's are seed 0), 30 views per training
+#        object, of which srn/synthetic holds out the last 5, and 50 per val and test object
+#     2. scene-train srn with the CPU config, 3,000 steps (32 px, then 64 px)
+#   3. the weights (no optimizer state, with a preview scene) go to
+#      examples/demo-checkpoint/<model>-synthetic.pt, with the training log, the config and
+#      the training time next to it (<model>-metrics.jsonl, -config.yaml, -training-time.txt)
 set -euo pipefail
+model="${DEMO_MODEL:-srt}"
 out="${DEMO_CHECKPOINT_DIR:-outputs/demo-checkpoint}"
-steps="${DEMO_CHECKPOINT_STEPS:-17000}"
 ship=examples/demo-checkpoint
+case "$model" in
+    srt) steps="${DEMO_CHECKPOINT_STEPS:-17000}"
+        data=(--scenes 10000 --views 10 --size 64 --seed 1 --generator-version 3) ;;
+    srn) steps="${DEMO_CHECKPOINT_STEPS:-3000}"
+        data=(--kind objects --scenes 1000 --views 30 --test-views 50 --size 64 --seed 1) ;;
+    *) echo "examples/demo-checkpoint.sh: no demo checkpoint recipe for $model" >&2; exit 2 ;;
+esac
 mkdir -p "$out" "$ship"
 
-[ -f "$out/train.h5" ] || scene-convert --from synthetic "$out/train.h5" --scenes 10000 --views 10 --size 64 --seed 1 \
-    --generator-version 3
+[ -f "$out/$model-train.h5" ] || scene-convert --from synthetic "$out/$model-train.h5" "${data[@]}"
 start=$(date +%s)
-scene-train srt "$out/train.h5" --config synthetic --max-steps "$steps" --out "$out/run"
-python -m scenetools.checkpoint export "$out/run/checkpoints/latest.pt" "$ship/srt-synthetic.pt"
-cp "$out/run/metrics.jsonl" "$ship/metrics.jsonl"
-cp "$out/run/config.yaml" "$ship/config.yaml"
-echo "this invocation: $(( $(date +%s) - start )) s of training up to step $steps" >> "$ship/training-time.txt"
+scene-train "$model" "$out/$model-train.h5" --config synthetic --max-steps "$steps" --out "$out/$model"
+python -m scenetools.checkpoint export "$out/$model/checkpoints/latest.pt" "$ship/$model-synthetic.pt"
+cp "$out/$model/metrics.jsonl" "$ship/$model-metrics.jsonl"
+cp "$out/$model/config.yaml" "$ship/$model-config.yaml"
+echo "this invocation: $(( $(date +%s) - start )) s of training up to step $steps" >> "$ship/$model-training-time.txt"
