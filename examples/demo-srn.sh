@@ -7,6 +7,8 @@
 #      trained codes) and single-shot novel views of unseen objects (a code fitted to view 0),
 #      each next to the white background on the same pixels
 #   4. a video orbiting an unseen object, rendered from its fitted code
+#   5. the same single-shot score and video for the shipped SRN demo checkpoint, trained for
+#      half an hour on other objects (examples/demo-checkpoint/srn-synthetic.pt)
 # Outputs go to outputs/demo-srn/ (override with DEMO_DIR). Running it again reuses what exists.
 set -euo pipefail
 out="${DEMO_DIR:-outputs/demo-srn}"
@@ -28,3 +30,9 @@ echo "== single-shot: 8 unseen objects, a code fitted to view 0, scored on the o
 scene-eval "$run" "$data" --split test --scenes 8 --out "$out/srn-test-single-shot.json" --overwrite
 scene-render "$run" --data "$data" --scene "$unseen" --motion rotate --fade --frames 60 --outputs rgb,depth -o - \
     | scene-video -o "$out/srn-unseen-orbit.mp4" --overwrite
+
+echo "== shipped SRN demo checkpoint (examples/demo-checkpoint/srn-synthetic.pt): the same 8 unseen objects"
+scene-eval examples/demo-checkpoint/srn-synthetic.pt "$data" --split test --scenes 8 \
+    --out "$out/srn-checkpoint-single-shot.json" --overwrite
+scene-render examples/demo-checkpoint/srn-synthetic.pt --data "$data" --scene "$unseen" --motion rotate --fade \
+    --frames 60 --outputs rgb,depth -o - | scene-video -o "$out/srn-checkpoint-unseen-orbit.mp4" --overwrite
