@@ -366,6 +366,12 @@ def micro_batches(training: dict) -> int:
     return max(1, training.get("accumulate") or 1)
 
 
+def micro_batch_size(batch_size: int, world_size: int, training: dict) -> int:
+    """Scenes per forward pass of one process: the global ``batch_size`` split over the
+    processes and then over the accumulated batches (0 when it does not split that far)."""
+    return batch_size // world_size // micro_batches(training)
+
+
 def forward_backward(net, batches, step: int, precision, micro: int, device) -> tuple:
     """Gradients of one optimizer step from ``micro`` batches (gradient accumulation: the
     gradient of the mean loss over all of them, as one batch that many times larger gives;
@@ -400,7 +406,7 @@ def stage_batches(train_set, stage: Stage, step: int, process, training: dict):
     resumed run sees the data an uninterrupted one would)."""
     dataset = stage_dataset(train_set, stage)
     micro = micro_batches(training)
-    per_process = stage.batch_size // process.world_size // micro
+    per_process = micro_batch_size(stage.batch_size, process.world_size, training)
     sampler = ShardedSampler(len(dataset), process.rank, process.world_size, seed=training["seed"] + stage.start,
                              batch_size=per_process, infinite=True)
     epoch, position = divmod((step - stage.start) * micro, sampler.batches_per_epoch)
@@ -539,15 +545,16 @@ def build_inputs(model_name: str, data_path: Path, config: dict, process, proble
     if (training.get("accumulate") or 1) < 1:
         problem(BadInput(f"training.accumulate must be at least 1, not {training['accumulate']}"))
     parts = process.world_size * micro_batches(training)
-    per_process = training["batch_size"] // parts
+    per_process = micro_batch_size(training["batch_size"], process.world_size, training)
     for stage in stages(training, data_config):
         batch = stage.batch_size
-        if batch // parts < 1 or batch % parts:
+        micro_batch = micro_batch_size(batch, process.world_size, training)
+        if micro_batch < 1 or batch % parts:
             problem(BadInput(f"batch_size {batch} does not split over {process.world_size} processes"
                              + (f" x {micro_batches(training)} accumulated batches" if parts > process.world_size else "")))
-        elif train_set is not None and len(train_set) < batch // parts:
+        elif train_set is not None and len(train_set) < micro_batch:
             problem(BadInput(f"the train split has {len(train_set)} items, fewer than a batch of "
-                             f"{batch // parts}", data_path))
+                             f"{micro_batch}", data_path))
     if train_set is not None and per_process >= 1 and len(train_set) >= per_process:
         sampler = ShardedSampler(len(train_set), process.rank, process.world_size, seed=training["seed"],
                                  batch_size=per_process, infinite=True)
@@ -575,7 +582,7 @@ def memory_estimates(model, train_set, config: dict, world_size: int) -> list:
     training, measured, out = config["training"], {}, []
     parameters = memory.trainable_parameters(model)
     for stage in stages(training, config["data"]):
-        scenes = stage.batch_size // world_size // micro_batches(training)
+        scenes = micro_batch_size(stage.batch_size, world_size, training)
         key = (stage.resolution, stage.num_rays)
         if key not in measured:
             measured[key] = _scene_activations(model, train_set, stage)
@@ -707,7 +714,7 @@ def _print_modules(model) -> None:
 def _print_batch(dataset, sampler, config, process) -> None:
     first = stages(config["training"], config["data"])[0]
     micro = micro_batches(config["training"])
-    per_process = first.batch_size // process.world_size // micro
+    per_process = micro_batch_size(first.batch_size, process.world_size, config["training"])
     batch = next(iter(DataLoader(stage_dataset(dataset, first), batch_size=per_process, sampler=sampler)))
     print(f"data: {len(dataset)} train items, {len(batch['scene_index'])} per process-batch"
           + (f", {micro} batches accumulated per step" if micro > 1 else ""))
