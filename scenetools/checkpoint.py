@@ -147,8 +147,7 @@ def load_model(run_or_checkpoint, expected_model: str | None = None, reference_p
         checkpoint["config"] = override_config(checkpoint["config"], overrides)
     model = build_model(name, checkpoint["config"]["model"])
     try:
-        if model.per_scene_parameters:
-            model.size_for_state(checkpoint["model"])
+        model.size_for_state(checkpoint["model"])
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as error:
         raise BadInput(f"weights do not fit model {name!r} ({' '.join(str(error).split())[:300]})", path) from None

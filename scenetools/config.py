@@ -60,21 +60,27 @@ class CountOrAuto:
 
 #: Keys a config may hold beyond ``DEFAULTS``, with their types (``None`` allowed for all).
 #: ``data.resolution``: train on images resized to this height (default: the file's);
+#: ``data.target_views``: the views that give target rays (targets ``given``); ``data.num_targets``:
+#: how many target views an item draws (None: all); ``data.train_scenes``: names of the scenes
+#: of the train split to train on (a few-shot protocol's labelled instances);
 #: ``training.curriculum``: stages of training, see ``CURRICULUM_KEYS``;
+#: ``training.init_from``: a checkpoint (or run folder) whose weights a fresh run starts from
+#: (a semantic head's frozen SRN), relative to the run folder; the model maps them
+#: (``SceneModel.initial_state``);
 #: ``training.accumulate``: sum the gradients of this many batches per optimizer step (the
 #: global batch is split over processes and then over these), so that a machine with fewer
 #: GPUs trains the same optimisation as one with more; ``auto``: the smallest such number
 #: whose memory estimate fits the device (``scenetools.train.auto_accumulate``).
 EXTRA_KEYS = {"data": {"num_inputs": int, "inputs": str, "targets": str, "input_views": list, "evaluation": dict,
-                       "held_out_views": int,
+                       "held_out_views": int, "target_views": list, "num_targets": int, "train_scenes": list,
                        "resolution": int},
-              "training": {"curriculum": list, "accumulate": CountOrAuto}}
+              "training": {"curriculum": list, "accumulate": CountOrAuto, "init_from": str}}
 
 #: ``data.evaluation``: the view selection scene-eval and scene-render use instead of the
 #: training one (SRN fits codes to view 64 of held-out scenes and scores the rest), and the
 #: resolution they work at (an image height; default: the file's).
 EVALUATION_KEYS = {"protocol": str, "num_inputs": int, "inputs": str, "input_views": list, "targets": str,
-                   "resolution": int}
+                   "target_views": list, "resolution": int}
 
 #: A stage of ``training.curriculum``: it runs ``steps`` steps (the last stage runs on to
 #: ``max_steps``) with its own batch size, image resolution (height, see ``data.resolution``)
@@ -180,7 +186,9 @@ def _check_nested(config: dict) -> None:
     ``training.curriculum`` (stages, each with ``steps``)."""
     data, training = config["data"], config["training"]
     for name, views in (("data.input_views", data.get("input_views")),
-                        ("data.evaluation.input_views", (data.get("evaluation") or {}).get("input_views"))):
+                        ("data.target_views", data.get("target_views")),
+                        ("data.evaluation.input_views", (data.get("evaluation") or {}).get("input_views")),
+                        ("data.evaluation.target_views", (data.get("evaluation") or {}).get("target_views"))):
         if views is not None and not all(_is_int(v) and v >= 0 for v in views):
             raise BadInput(f"config key {name!r} must be a list of view numbers (0, 1, ...), got {views!r}")
     if data.get("evaluation"):

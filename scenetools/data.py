@@ -36,9 +36,13 @@ class ViewSelection:
             ``given`` always takes ``input_views`` (SRN's one-shot view 64, two-shot 64 and 104).
         targets: ``rest`` takes target rays from the views that are not inputs; ``all``
             from every view, inputs included (the ObSuRF/CLEVR3D protocol); ``held_out`` from
-            the held-out views only (novel views of scenes trained on).
+            the held-out views only (novel views of scenes trained on); ``given`` from
+            ``target_views`` (semantic SRN's labelled views 0, 1 and 2).
         held_out: the last ``held_out`` views of every scene are neither inputs nor targets
             (unless ``targets`` is ``held_out``): training never sees them.
+        num_targets: draw this many of those target views per item (None: all of them); with
+            full images, models that need whole images (a U-Net on rendered features) train
+            on one image per item.
     """
 
     num_inputs: int = 1
@@ -46,10 +50,18 @@ class ViewSelection:
     targets: str = "rest"
     input_views: tuple = ()
     held_out: int = 0
+    target_views: tuple = ()
+    num_targets: int | None = None
 
     def __post_init__(self):
-        if self.inputs not in ("random", "each", "first", "given") or self.targets not in ("rest", "all", "held_out"):
+        if self.inputs not in ("random", "each", "first", "given") or \
+                self.targets not in ("rest", "all", "held_out", "given"):
             raise ValueError(f"bad view selection {self}")
+        if (self.targets == "given") != bool(self.target_views) or len(set(self.target_views)) != len(self.target_views):
+            raise ValueError(f"targets 'given' goes with distinct target_views, got targets {self.targets!r} and "
+                             f"target_views {list(self.target_views)}")
+        if self.num_targets is not None and self.num_targets < 1:
+            raise ValueError(f"num_targets must be at least 1, got {self.num_targets}")
         if self.held_out < 0 or (self.targets == "held_out" and not self.held_out):
             raise ValueError(f"targets 'held_out' needs held-out views (data.held_out_views), got {self.held_out}")
         if self.inputs == "given" and (len(self.input_views) != self.num_inputs or
@@ -85,7 +97,11 @@ class SceneDataset(Dataset):
       and far distance, see :func:`render_range`).
 
     ``num_rays=None`` gives full target images instead: R = T * H * W pixels of the T
-    target views in view order, and ``target_views`` [T] says which views they are.
+    target views in view order, ``target_views`` [T] says which views they are and
+    ``image_size`` [2] (int64) their height and width.
+
+    ``scene_names`` keeps only the scenes of the split with these names, in this order (the
+    labelled instances of a few-shot protocol); a name the split lacks is an error.
 
     ``input_stride`` s > 1 keeps every s-th input pixel from s // 2 on, in both directions (the
     reference's ``downsample``); input intrinsics are adjusted to match. Targets stay at full
@@ -99,28 +115,40 @@ class SceneDataset(Dataset):
 
     def __init__(self, scenes: SceneFile | str, split: str | None = "train",
                  views: ViewSelection = ViewSelection(), num_rays: int | None = 1024, seed: int = 0,
-                 input_stride: int = 1, resolution: int | None = None):
+                 input_stride: int = 1, resolution: int | None = None, scene_names=None):
         self.scenes = scenes if isinstance(scenes, SceneFile) else SceneFile(scenes)
         self.input_stride, self.resolution = input_stride, resolution
         self.keys = {}
         self.scene_indices = self.scenes.split(split) if split else np.arange(self.scenes.num_scenes)
+        if scene_names is not None:
+            self.scene_indices = self.named_scenes(split, scene_names)
         self.views, self.num_rays, self.seed, self.epoch = views, num_rays, seed, 0
         counts = self.scenes.view_count[self.scene_indices] - views.held_out  # the views it may show
         needed = views.num_inputs + (views.targets == "rest")
         if counts.min() < needed:
             raise ValueError(f"{self.scenes.path}: scenes need at least {needed + views.held_out} views for "
                              f"{views}, some have {counts.min() + views.held_out}")
-        if views.inputs == "given" and max(views.input_views) >= counts.min():
-            raise ValueError(f"{self.scenes.path}: input view {max(views.input_views)} does not exist in scenes "
-                             f"of {counts.min()} views (views count from 0"
-                             + (f"; the last {views.held_out} are held out" if views.held_out else "")
-                             + "); choose other input views")
+        for kind, given in (("input", views.input_views), ("target", views.target_views)):
+            if given and max(given) >= counts.min():
+                raise ValueError(f"{self.scenes.path}: {kind} view {max(given)} does not exist in scenes "
+                                 f"of {counts.min()} views (views count from 0"
+                                 + (f"; the last {views.held_out} are held out" if views.held_out else "")
+                                 + f"); choose other {kind} views")
         if views.inputs == "each":  # item -> (scene, first input view)
             self.items = [(s, v) for s, c in zip(self.scene_indices, counts) for v in range(c)]
         else:
             self.items = [(s, -1) for s in self.scene_indices]
         self.label_fields = [f for f in ("instance", "semantic", "depth") if f in self.scenes.fields]
         self.file_render_range = render_range(self.scenes)
+
+    def named_scenes(self, split, names) -> np.ndarray:
+        """Indices of the scenes called ``names`` among the split's."""
+        row = {self.scenes.names[i]: i for i in self.scene_indices}
+        missing = [name for name in names if name not in row]
+        if missing:
+            raise ValueError(f"{self.scenes.path}: the {split or 'whole'} split has no scene {missing[0]!r} "
+                             f"(of {len(missing)} named scenes missing; check data.train_scenes)")
+        return np.asarray([row[name] for name in names], dtype=np.int64)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -180,8 +208,12 @@ class SceneDataset(Dataset):
             inputs = rng.choice(count, n, replace=False)
         if self.views.targets == "held_out":
             targets = np.arange(count, total)
+        elif self.views.targets == "given":
+            targets = np.asarray(self.views.target_views)
         else:
             targets = np.arange(count) if self.views.targets == "all" else np.setdiff1d(np.arange(count), inputs)
+        if self.views.num_targets is not None and self.views.num_targets < len(targets):
+            targets = np.sort(rng.choice(targets, self.views.num_targets, replace=False))
         return scene, inputs.astype(np.int64), targets.astype(np.int64)
 
     def __getitem__(self, key) -> dict:
@@ -221,6 +253,7 @@ class SceneDataset(Dataset):
         if self.num_rays is None:
             flat = np.arange(total)
             item["target_views"] = torch.from_numpy(targets)
+            item["image_size"] = torch.tensor([H, W])
         else:
             flat = rng.choice(total, self.num_rays, replace=self.num_rays > total)
         t, pixel = np.divmod(flat, H * W)
@@ -248,10 +281,12 @@ def view_selection(data_config: dict) -> ViewSelection:
         raise BadInput(f"unknown data protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
     base = PROTOCOLS[protocol]
     given = tuple(data_config.get("input_views") or ())
+    given_targets = tuple(data_config.get("target_views") or ())
     try:
         return ViewSelection(data_config.get("num_inputs", len(given) if given else base.num_inputs),
                              data_config.get("inputs", "given" if given else base.inputs),
-                             data_config.get("targets", base.targets), given, data_config.get("held_out_views", 0))
+                             data_config.get("targets", "given" if given_targets else base.targets), given,
+                             data_config.get("held_out_views", 0), given_targets, data_config.get("num_targets"))
     except ValueError as error:
         raise BadInput(f"data config: {error}") from None
 
@@ -260,18 +295,24 @@ def evaluation_config(data_config: dict) -> dict:
     """The data config scene-eval and scene-render use: the training one with its
     ``evaluation`` section (view selection for held-out scenes, resolution) applied, and not
     the training resolution: evaluation renders the file's resolution unless that section
-    names one."""
-    out = {k: v for k, v in data_config.items() if k not in ("evaluation", "resolution")}
-    return {**out, **(data_config.get("evaluation") or {})}
+    names one. The training's own selection of views and scenes (``num_targets``,
+    ``train_scenes``, and ``target_views`` when the section names other targets) is left out."""
+    evaluation = data_config.get("evaluation") or {}
+    training_only = ("evaluation", "resolution", "num_targets", "train_scenes")
+    training_only += ("target_views",) if {"targets", "target_views"} & set(evaluation) else ()
+    out = {k: v for k, v in data_config.items() if k not in training_only}
+    return {**out, **evaluation}
 
 
 def make_dataset(scenes: SceneFile, split: str, data_config: dict, seed: int, num_rays="config") -> "SceneDataset":
-    """The dataset a run config's ``data`` section describes (``num_rays=None``: full images)."""
+    """The dataset a run config's ``data`` section describes (``num_rays=None``: full images;
+    ``data.train_scenes`` names the scenes of the train split to use)."""
     try:
         return SceneDataset(scenes, split, view_selection(data_config),
                             data_config["num_rays"] if num_rays == "config" else num_rays, seed=seed,
                             input_stride=data_config.get("input_stride", 1),
-                            resolution=data_config.get("resolution"))
+                            resolution=data_config.get("resolution"),
+                            scene_names=data_config.get("train_scenes") if split == "train" else None)
     except ValueError as error:
         raise BadInput(str(error)) from None
 

@@ -56,7 +56,7 @@ def evaluation_items(dataset, max_scenes: int | None, per_scene: int | None = No
 
 
 #: What evaluation asks a model to render (those it predicts): the outputs it scores.
-SCORED_OUTPUTS = ("depth", "segmentation")
+SCORED_OUTPUTS = ("depth", "segmentation", "semantic")
 
 
 def evaluate(model, scenes: SceneFile, split: str, data_config: dict, device, max_scenes=None,
@@ -77,7 +77,7 @@ def evaluate(model, scenes: SceneFile, split: str, data_config: dict, device, ma
         with context:
             scene = encode_for_inference(model, encoder_inputs(batch))
         output = render_rays(model, scene, batch["target_camera_pos"], batch["target_rays"], *near_far(batch), chunk,
-                             context, outputs=SCORED_OUTPUTS)
+                             context, outputs=SCORED_OUTPUTS, image_size=dataset.image_size)
         row = score_item(item, output, scenes, renderers, lpips, device, dataset.image_size)
         if "segmentation" in output and "instance" in scenes.fields:
             row.update(input_view_segmentation(model, scene, item, scenes, device, segmentation_size, chunk))

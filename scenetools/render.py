@@ -12,15 +12,21 @@ from .models.base import encode_for_inference, encoder_inputs
 
 @torch.no_grad()
 def render_rays(model, scene: dict, camera_pos: torch.Tensor, rays: torch.Tensor, near: torch.Tensor,
-                far: torch.Tensor, chunk: int = 8192, autocast=None, outputs=None) -> dict:
+                far: torch.Tensor, chunk: int = 8192, autocast=None, outputs=None, image_size=None) -> dict:
     """Render world-frame rays [B, R, 3] (camera_pos [B, R, 3], near/far [B]) in chunks of
     ``chunk`` rays per scene: {"rgb": [B, R, 3], ...the ``outputs`` asked for (None: all
-    the model has)...} on the CPU."""
+    the model has)...} on the CPU. ``image_size`` (H, W): the rays are whole images in
+    row-major order; models with ``image_outputs`` then render whole images per chunk."""
+    extra = {}
+    if image_size is not None and getattr(model, "image_outputs", ()) and \
+            (outputs is None or set(outputs) & set(model.image_outputs)):
+        pixels = int(image_size[0]) * int(image_size[1])
+        chunk, extra = max(1, chunk // pixels) * pixels, {"image_size": tuple(image_size)}
     parts = {}
     for start in range(0, rays.shape[1], chunk):
         piece = slice(start, start + chunk)
         with autocast if autocast is not None else contextlib.nullcontext():
-            out = model.render(scene, camera_pos[:, piece], rays[:, piece], near, far, outputs=outputs)
+            out = model.render(scene, camera_pos[:, piece], rays[:, piece], near, far, outputs=outputs, **extra)
         for key, value in out.items():
             parts.setdefault(key, []).append(value.float().cpu())
     return {key: torch.cat(values, 1) for key, values in parts.items()}
@@ -35,7 +41,7 @@ def render_cameras(model, scene: dict, c2w: np.ndarray, K: np.ndarray, height: i
     pos = torch.as_tensor(np.asarray(c2w)[:, :3, 3], dtype=torch.float32)[:, None, None].expand(V, height, width, 3)
     near, far = (torch.tensor([float(x)], device=device) for x in render_range)
     out = render_rays(model, scene, pos.reshape(1, -1, 3).to(device), rays.reshape(1, -1, 3).to(device), near, far,
-                      chunk, outputs=outputs)
+                      chunk, outputs=outputs, image_size=(height, width))
     return {key: value.reshape((V, height, width) + value.shape[2:]) for key, value in out.items()}
 
 

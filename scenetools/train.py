@@ -34,7 +34,7 @@ from .data import ShardedSampler, make_dataset, scene_keys
 from .errors import BadInput
 from .interrupts import StopRequest, ignore_stop_signals
 from .metrics import psnr_from_mse, segmentation_scores
-from .models import build_model, count_parameters
+from .models import build_model, count_parameters, model_class
 from .models.base import encode_for_inference, encoder_inputs, near_far, rgb_mse
 from .progress import note, progress
 from .render import orbit_grid, render_rays
@@ -50,7 +50,6 @@ class Options:
     wandb: bool = False
     dry_run: bool = False
     device: str | None = None  # default: cuda if available, else cpu
-    init_from: str | None = None  # start a new run from these weights (fine-tuning)
     config_name: str | None = None  # the preset or file the config came from (for messages)
 
 
@@ -66,11 +65,13 @@ def learning_rate(step: int, training: dict) -> float:
 
 
 def make_optimizer(model, lr: float, device: torch.device):
-    """Adam (default betas/eps, as the reference), fused into one kernel where torch can."""
+    """Adam (default betas/eps, as the reference) over the trainable parameters (a semantic
+    head leaves its SRN frozen), fused into one kernel where torch can."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
     try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+        return torch.optim.Adam(parameters, lr=lr, fused=True)
     except (RuntimeError, TypeError):  # fused not available for this device/build
-        return torch.optim.Adam(model.parameters(), lr=lr)
+        return torch.optim.Adam(parameters, lr=lr)
 
 
 # ----------------------------------------------------------------------------- run folder
@@ -141,6 +142,34 @@ def with_run_section(config: dict, model_name: str, data_path: Path, run_dir: Pa
     run folder so that the folder (with its data) can move."""
     relative = os.path.relpath(Path(data_path).resolve(), Path(run_dir).resolve())
     return configs.merge(config, {"run": {"model": model_name, "data": relative}})
+
+
+def with_data_settings(config: dict, data_path: Path) -> dict:
+    """The config with ``model.num_classes: null`` set to the number of the scene file's
+    ``semantic_classes`` (left as it is when the file names none)."""
+    if "num_classes" not in config["model"] or config["model"]["num_classes"] is not None:
+        return config
+    try:
+        classes = SceneFile(data_path).semantic_classes
+    except BadInput:
+        return config  # build_inputs reports the file
+    return configs.merge(config, {"model": {"num_classes": len(classes)}}) if classes else config
+
+
+def with_initial_settings(model_name: str, config: dict, run_dir: Path) -> dict:
+    """The config with what its model takes from the checkpoint in ``training.init_from``
+    (``SceneModel.completed_config``)."""
+    path = init_path(run_dir, config)
+    if path is None:
+        return config
+    initial = ckpt.load(ckpt.locate(path)[0])
+    return {**config, "model": model_class(model_name).completed_config(config["model"], initial)}
+
+
+def init_path(run_dir: Path, config: dict) -> Path | None:
+    """``training.init_from`` (relative to the run folder) as a path, or None."""
+    value = config["training"].get("init_from")
+    return None if not value else Path(os.path.normpath(Path(run_dir) / value))  # the folder may not exist yet
 
 
 def lock_run_folder(run_dir: Path):
@@ -223,7 +252,8 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
     training, data_config = config["training"], config["data"]
     torch.manual_seed(training["seed"] + process.rank)
     run_dir, data_path = Path(run_dir), Path(data_path)
-    config = with_run_section(config, model_name, data_path, run_dir)
+    config = with_data_settings(with_run_section(config, model_name, data_path, run_dir), data_path)
+    config = with_initial_settings(model_name, config, run_dir)
     if options.dry_run:
         dry_run(model_name, data_path, config, process, options.config_name)
         return Result(0, {}, None)
@@ -232,6 +262,9 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
         training = config["training"]
     # Everything is checked before anything is written.
     model, scenes, train_set, _, _ = build_inputs(model_name, data_path, config, process)
+    resuming = run_dir.joinpath("checkpoints", "latest.pt").exists()
+    if not resuming and init_path(run_dir, config):
+        init_weights(init_path(run_dir, config), model_name, model)
     lock = None
     if process.is_main:
         lock = lock_run_folder(run_dir)
@@ -240,15 +273,13 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
         torch.distributed.barrier()
     optimizer = make_optimizer(model, learning_rate(0, training), process.device)
     step = 0
-    if run_dir.joinpath("checkpoints", "latest.pt").exists():
+    if resuming:
         step = resume(run_dir / "checkpoints" / "latest.pt", model_name, model, optimizer)
         if process.is_main:
             note(f"resuming {run_dir} from step {step}")
             trim_metrics(run_dir / "metrics.jsonl", step)
-    elif options.init_from:
-        init_weights(options.init_from, model_name, model)
-        if process.is_main:
-            note(f"starting from the weights of {options.init_from}")
+    elif init_path(run_dir, config) and process.is_main:
+        note(f"starting from the weights of {init_path(run_dir, config)}")
     net = model
     if options.compile:
         net = torch.compile(net)
@@ -262,7 +293,7 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
     max_steps = training["max_steps"]
     state = dict(model_name=model_name, config=config, data=config["run"]["data"],
                  preview=ckpt.preview(scenes, scenes.first_held_out()),
-                 **({"init_from": str(options.init_from)} if options.init_from else {}))
+                 **({"init_from": training["init_from"]} if training.get("init_from") else {}))
     bar = progress(total=max_steps, desc="training", unit="steps", initial=step) if process.is_main else None
     last, validation, bad_steps = {}, {}, BadSteps(training)
     window_start, window_rays = time.perf_counter(), 0
@@ -425,12 +456,18 @@ def save(path, model, optimizer, step, state) -> None:
 
 
 def init_weights(path, model_name: str, model) -> None:
-    """Load the weights of a checkpoint of the same model into a new run (fresh optimizer)."""
+    """Load the weights of a checkpoint (or run folder) of the same model, or of one the model
+    starts from (``starts_from``), into a new run (fresh optimizer)."""
+    path, _ = ckpt.locate(path)
     checkpoint = ckpt.load(path)
-    if checkpoint.get("model_name") != model_name:
-        raise BadInput(f"checkpoint of model {checkpoint.get('model_name')!r}, not {model_name!r}", path)
+    name = checkpoint.get("model_name")
+    if name != model_name and name not in model.starts_from:
+        starts = " or ".join(repr(n) for n in (model_name,) + tuple(model.starts_from))
+        raise BadInput(f"checkpoint of model {name!r}, not {starts}", path)
     try:
-        model.load_state_dict(checkpoint["model"])
+        state = model.initial_state(name, checkpoint["model"])
+        model.size_for_state(state)
+        model.load_state_dict(state)
     except RuntimeError as error:
         raise BadInput(f"weights do not fit this config ({' '.join(str(error).split())[:200]})", path) from None
 

@@ -93,6 +93,7 @@ def inference_data_config(data_config: dict, input_views=None, targets=None) -> 
         config.update(inputs="given", input_views=list(input_views), num_inputs=len(input_views))
     if targets:
         config["targets"] = targets
+        config.pop("target_views", None)
     if config.get("targets") != "held_out":
         config.pop("held_out_views", None)
     return config

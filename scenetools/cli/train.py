@@ -48,9 +48,10 @@ def default_preset(source: str) -> str | None:
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option("--wandb", is_flag=True, help="Also log to Weights & Biases (needs wandb).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
-@click.option("--init-from", type=click.Path(path_type=Path), metavar="CKPT",
-              help="Start a new run from these weights (same model and sizes; fresh optimizer), e.g. to "
-                   "fine-tune a shipped checkpoint. Ignored when the run folder resumes.")
+@click.option("--init-from", type=click.Path(path_type=Path), metavar="CKPT|RUN",
+              help="Start a new run from these weights (same model and sizes, or the SRN a semantic head is "
+                   "fitted on; fresh optimizer), e.g. to fine-tune a shipped checkpoint. Sets training.init_from "
+                   "(stored relative to the run folder). Ignored when the run folder resumes.")
 @click.option("--dry-run", is_flag=True, help="Build the model and data, print the model, its parameter count, "
               "an estimate of memory per process and one batch's shapes, and exit. The estimate: 16 B per "
               "parameter (fp32 weights, gradients, Adam's two moments) + the tensors autograd keeps for backward, "
@@ -88,11 +89,12 @@ def command(model, data, preset, overrides, run_dir, gpus, max_steps, precision,
     if accumulate:
         config["training"]["accumulate"] = accumulate
     run_dir = run_dir or Path("outputs") / data.stem / model / Path(preset).stem
-    options = Options(precision=config["training"]["precision"], compile=compile_, wandb=wandb, dry_run=dry_run,
-                      device=device, init_from=str(init_from) if init_from else None, config_name=preset)
-    pick_device(device)  # --device cuda without CUDA: refused before anything starts
     if init_from:
-        ckpt.load(init_from)  # a missing or unreadable checkpoint: refused before anything is written
+        ckpt.load(ckpt.locate(init_from)[0])  # a missing or unreadable checkpoint: refused before anything is written
+        config["training"]["init_from"] = os.path.relpath(init_from.resolve(), Path(run_dir).resolve())
+    options = Options(precision=config["training"]["precision"], compile=compile_, wandb=wandb, dry_run=dry_run,
+                      device=device, config_name=preset)
+    pick_device(device)  # --device cuda without CUDA: refused before anything starts
     if gpus > 1 and not distributed.under_launcher():
         if device != "cuda" and not torch.cuda.is_available():
             note(f"no GPU here: --gpus {gpus} starts {gpus} CPU processes sharing {os.cpu_count()} cores")

@@ -19,11 +19,14 @@ from ..errors import BadInput
 from .base import SceneModel
 from .obsurf import ObSuRF
 from .osrt import OSRT
+from .semantic_srn import SemanticSRN, SRNHead
 from .srn import SRN
 from .srt import SRT
 
-#: model name -> class. ``isrt`` is SRT built from the improved encoder and decoder.
-MODELS = {"srt": SRT, "isrt": SRT, "osrt": OSRT, "obsurf": ObSuRF, "srn": SRN}
+#: model name -> class. ``isrt`` is SRT built from the improved encoder and decoder;
+#: ``srn_head`` a class head fitted on a frozen SRN, ``semantic_srn`` SRN trained with classes.
+MODELS = {"srt": SRT, "isrt": SRT, "osrt": OSRT, "obsurf": ObSuRF, "srn": SRN, "srn_head": SRNHead,
+          "semantic_srn": SemanticSRN}
 _plugins_loaded = False
 
 
@@ -57,13 +60,19 @@ def _load_plugins() -> None:
         register(entry.name, entry.load())
 
 
-def build_model(name: str, config: dict):
-    """The model ``name`` built from the ``model`` section of a config."""
+def model_class(name: str) -> type:
+    """The class registered as ``name``."""
     _load_plugins()
     if name not in MODELS:
         raise BadInput(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})")
+    return MODELS[name]
+
+
+def build_model(name: str, config: dict):
+    """The model ``name`` built from the ``model`` section of a config."""
+    cls = model_class(name)
     try:
-        return MODELS[name](**config)
+        return cls(**config)
     except TypeError as error:  # an unknown or missing key in the model section
         raise BadInput(f"model {name!r}: bad config ({error})") from None
 

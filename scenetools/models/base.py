@@ -29,7 +29,14 @@ A model is a ``SceneModel`` (an ``nn.Module``) with three entry points:
 
     * ``depth`` [B, R]: expected distance along the ray;
     * ``segmentation`` [B, R, S]: soft assignment of each ray to S slots (sums to 1);
-    * ``slot_rgb`` [B, R, S, 3]: each slot rendered alone.
+    * ``slot_rgb`` [B, R, S, 3]: each slot rendered alone;
+    * ``semantic`` [B, R, C]: class scores (logits) over the C classes of the scene file's
+      ``semantic`` labels (class 0: background); the predicted class is the argmax.
+
+    Outputs listed in the class attribute ``image_outputs`` are computed over whole images (a
+    U-Net on rendered features): ``render`` then takes ``image_size=(H, W)``, given when the
+    R rays are whole H x W images in row-major order, one after the other, and returns them
+    only then.
 
 ``forward(batch, step) -> (loss, logs)``
     The training objective on one batch at training step ``step`` (for annealed terms).
@@ -41,7 +48,8 @@ A model is a ``SceneModel`` (an ``nn.Module``) with three entry points:
 
 Class attributes declare the rest:
 
-* ``outputs``: what ``render`` can return beyond ``rgb``;
+* ``outputs``: what ``render`` can return beyond ``rgb``; ``image_outputs``: those of them
+  that need whole images (see ``render``);
 * ``needs``: scene-file fields that the objective needs beyond images and cameras (``depth``,
   ``instance``, ``semantic``); training refuses data without them, by name;
 * ``point_segmentation`` (optional method): ``(scene, points [B, P, 3]) -> [B, P, S]`` slot
@@ -50,13 +58,20 @@ Class attributes declare the rest:
 ``from_reference(reference_state: dict) -> state_dict`` (optional classmethod) maps the
 weights of the reference implementation's checkpoint onto the model's own names.
 
+``initial_state(model_name, state) -> state_dict`` maps the weights of a checkpoint of model
+``model_name`` that a new run starts from (``training.init_from``): the model's own, or of a
+model named in the class attribute ``starts_from`` (a semantic head starts from an SRN);
+``completed_config(config, checkpoint)`` (classmethod) may take settings from that checkpoint
+(the head takes its SRN's sizes). A model section's ``num_classes: null`` is filled with the number of the scene
+file's ``semantic_classes`` when a run starts (``train.with_data_settings``).
+
 Models with a table of per-scene parameters (an auto-decoder's latent codes) set
 ``per_scene_parameters`` (parameters per training scene) and implement:
 
 * ``use_training_scenes(keys [N] int64)``: size the table for these training scenes (their
   ``scene_key``); the trainer calls it before building the optimizer and before resuming;
 * ``size_for_state(state_dict)``: resize the table to fit a state dict about to be loaded
-  (loading a checkpoint and a reference checkpoint call it).
+  (loading a checkpoint and a reference checkpoint call it, for every model).
 
 ``use_run_folder(folder, tag)`` (no-op by default) tells a model whose ``encode`` is costly
 (test-time fitting) where it may keep what it computed for the weights named ``tag``;
@@ -99,12 +114,28 @@ class SceneModel(nn.Module):
     """Base class of every model; see the module docstring for the contract."""
 
     outputs: tuple = ()
+    image_outputs: tuple = ()
     needs: tuple = ()
+    starts_from: tuple = ()
     encode_optimises: bool = False
     per_scene_parameters: int = 0
 
     def use_run_folder(self, folder, tag: str) -> None:
         """Where this model may keep costly encodings (see the module docstring)."""
+
+    def size_for_state(self, state: dict) -> None:
+        """Resize per-scene tables to fit ``state`` (none here)."""
+
+    @classmethod
+    def completed_config(cls, config: dict, initial: dict) -> dict:
+        """The ``model`` section of a run that starts from the checkpoint ``initial`` (a dict
+        as ``checkpoint.load`` returns it), with what it leaves to that checkpoint filled in."""
+        return config
+
+    def initial_state(self, model_name: str, state: dict) -> dict:
+        """The state dict a new run starts from, given the weights of a checkpoint of
+        ``model_name`` (this model's own, or one of ``starts_from``)."""
+        return state
 
     def encode(self, inputs: dict) -> dict:
         raise NotImplementedError

@@ -276,3 +276,65 @@ class LSTMRayMarcher(nn.Module):
                 state[0].register_hook(_clamp_grad(self.grad_clamp))
             distance = distance + self.out_layer(state[0]).reshape(B, N)
         return origins + distance[..., None] * directions, distance
+
+
+# ----------------------------------------------------------------------------- U-Net (semantic SRN)
+
+def conv_same(in_channels: int, out_channels: int, kernel: int, bias: bool) -> nn.Sequential:
+    """A stride-1 convolution keeping the image size, with reflection padding (odd kernels)."""
+    return nn.Sequential(nn.ReflectionPad2d(kernel // 2), nn.Conv2d(in_channels, out_channels, kernel, bias=bias))
+
+
+def _normed(layers: list, channels: int, norm: bool, activation: nn.Module) -> list:
+    return layers + ([nn.BatchNorm2d(channels)] if norm else []) + [activation]
+
+
+def down_block(in_channels: int, out_channels: int, norm: bool) -> nn.Sequential:
+    """3x3 conv, then a 4x4 stride-2 conv halving the image; each + BatchNorm + LeakyReLU(0.2)."""
+    leaky = lambda: nn.LeakyReLU(0.2, inplace=True)  # noqa: E731
+    return nn.Sequential(*_normed([conv_same(in_channels, in_channels, 3, not norm)], in_channels, norm, leaky()),
+                         *_normed([nn.ReflectionPad2d(1), nn.Conv2d(in_channels, out_channels, 4, 2, bias=not norm)],
+                                  out_channels, norm, leaky()))
+
+
+def up_block(in_channels: int, out_channels: int, norm: bool) -> nn.Sequential:
+    """A 4x4 stride-2 transposed conv doubling the image, then a 3x3 conv; each + BatchNorm + ReLU."""
+    return nn.Sequential(
+        *_normed([nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=not norm)], out_channels, norm,
+                 nn.ReLU(inplace=True)),
+        *_normed([conv_same(out_channels, out_channels, 3, not norm)], out_channels, norm, nn.ReLU(inplace=True)))
+
+
+class UNetLevel(nn.Module):
+    """One level of the U-Net: down, the inner levels, up; its output is its input and the
+    upsampled result side by side (2 x ``outer`` channels)."""
+
+    def __init__(self, outer: int, inner: int, norm: bool, inner_level: nn.Module | None = None):
+        super().__init__()
+        self.down, self.inner = down_block(outer, inner, norm), inner_level or nn.Identity()
+        self.up = up_block(inner * (2 if inner_level is not None else 1), outer, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.up(self.inner(self.down(x)))], 1)
+
+
+class UNet(nn.Module):
+    """pytorch_prototyping's 2D U-Net (transposed-conv upsampling, no dropout, linear output):
+    [N, in, H, W] -> [N, out, H, W]. ``num_down`` levels (H and W divisible by 2^num_down),
+    channels ``nf0`` doubling per level up to ``max_channels``; BatchNorm everywhere but in
+    the innermost level (the reference's choice)."""
+
+    def __init__(self, in_channels: int, out_channels: int, nf0: int = 64, num_down: int = 4,
+                 max_channels: int = 128):
+        super().__init__()
+        width = lambda level: min(2 ** level * nf0, max_channels)  # noqa: E731
+        self.in_layer = nn.Sequential(conv_same(in_channels, nf0, 3, False), nn.BatchNorm2d(nf0),
+                                      nn.LeakyReLU(0.2, inplace=True))
+        levels = UNetLevel(width(num_down - 1), width(num_down - 1), norm=False)
+        for level in reversed(range(num_down - 1)):
+            levels = UNetLevel(width(level), width(level + 1), norm=True, inner_level=levels)
+        self.levels = levels
+        self.out_layer = conv_same(2 * nf0, out_channels, 3, True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_layer(self.levels(self.in_layer(x)))

@@ -66,8 +66,7 @@ def from_reference(reference: dict, model_name: str, config: dict) -> dict:
     if not hasattr(model, "from_reference"):
         raise BadInput(f"model {model_name!r} has no reference checkpoint format")
     state = model.from_reference(reference)
-    if model.per_scene_parameters:
-        model.size_for_state(state)
+    model.size_for_state(state)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -142,29 +142,35 @@ class SRN(SceneModel):
         marches from ``initial_distance``) -> {"rgb" [B, R, 3] in [0, 1] (not clamped),
         "depth" [B, R] (distance along the ray of the final point)}."""
         colour, distance = self.march(scene["code"], camera_pos, rays)
-        return {"rgb": colour * 0.5 + 0.5, "depth": distance}
+        return {"rgb": colour[..., :3] * 0.5 + 0.5, "depth": distance}
 
     def march(self, code: torch.Tensor, camera_pos: torch.Tensor, rays: torch.Tensor) -> tuple:
         """(colour [B, R, 3] in [-1, 1], distance along the ray [B, R]) of each ray."""
+        features, distance = self.surface(code, camera_pos, rays)
+        return self.pixel_generator(features), distance
+
+    def surface(self, code: torch.Tensor, camera_pos: torch.Tensor, rays: torch.Tensor) -> tuple:
+        """(φ's feature [B, R, phi_hidden] at the point each ray marches to, that point's
+        distance along the ray [B, R])."""
         phi_params = self.hypernetwork(code)
         phi = lambda points: HyperMLP.apply(phi_params, points)  # noqa: E731
         start = torch.full(rays.shape[:2], self.initial_distance, device=rays.device, dtype=rays.dtype)
         if self.training and self.initial_distance_std:
             start = start + torch.randn_like(start) * self.initial_distance_std
         points, distance = self.ray_marcher(phi, camera_pos, rays, start)
-        return self.pixel_generator(phi(points)), distance
+        return phi(points), distance
 
     def forward(self, batch: dict, step: int = 0):
         scene = self.encode(encoder_inputs(batch))
         colour, distance = self.march(scene["code"], batch["target_camera_pos"], batch["target_rays"])
         loss, logs = self.loss(colour, distance, scene["code"], batch["target_pixels"])
-        logs["prediction"] = {"rgb": colour.detach() * 0.5 + 0.5, "depth": distance.detach()}
+        logs["prediction"] = {"rgb": colour[..., :3].detach() * 0.5 + 0.5, "depth": distance.detach()}
         return loss.mean(), logs
 
     def loss(self, colour, distance, code, target) -> tuple:
         """Per-scene loss [B] and logs: ``rgb_weight`` · MSE in [-1, 1] + ``latent_weight`` ·
         mean(z²) + ``depth_weight`` · 10⁴ · mean(min(distance, 0)²); ``target`` in [0, 1]."""
-        image = ((colour - (target * 2 - 1)) ** 2).mean(dim=(1, 2))
+        image = ((colour - self.colour_target(target)) ** 2).mean(dim=(1, 2))
         latent = (code ** 2).mean(dim=1)
         depth = (distance.clamp(max=0) ** 2).mean(dim=1) * 10000
         w = self.weights
@@ -172,6 +178,11 @@ class SRN(SceneModel):
         logs = {"mse": image.detach().mean() / 4, "image_loss": image.detach().mean(),
                 "latent_loss": latent.detach().mean(), "depth_loss": depth.detach().mean()}
         return loss, logs
+
+    def colour_target(self, target: torch.Tensor) -> torch.Tensor:
+        """What the pixel generator is trained to output for colours ``target`` [..., 3] in
+        [0, 1]: the same in [-1, 1]."""
+        return target * 2 - 1
 
     # ------------------------------------------------------------------ test-time fitting
 
