@@ -343,13 +343,21 @@ def resize_views(data: dict, height: int, width: int) -> tuple:
     rgb = torch.from_numpy(data["rgb"]).permute(0, 3, 1, 2).float()
     rgb = F.interpolate(rgb, size=(height, width), mode="area")
     out["rgb"] = rgb.round().clamp(0, 255).permute(0, 2, 3, 1).numpy().astype(np.uint8)
-    rows = ((np.arange(height) + 0.5) * H / height).astype(np.int64)
-    columns = ((np.arange(width) + 0.5) * W / width).astype(np.int64)
+    rows, columns = nearest_pixels((H, W), (height, width))
     for name in ("instance", "semantic", "depth"):
         if name in data:
             out[name] = data[name][:, rows][:, :, columns]
     out["intrinsics"] = cameras.resized_intrinsics(data["intrinsics"], (H, W), (height, width))
     return out, height, width
+
+
+def nearest_pixels(size: tuple, new_size: tuple) -> tuple:
+    """(rows [h], columns [w]) int64: the pixel of an image of ``size`` (H, W) nearest to
+    each pixel centre of the same image resized to ``new_size`` (h, w); ``labels[rows][:,
+    columns]`` resizes a label map [H, W] by the nearest pixel."""
+    (H, W), (height, width) = size, new_size
+    return (((np.arange(height) + 0.5) * H / height).astype(np.int64),
+            ((np.arange(width) + 0.5) * W / width).astype(np.int64))
 
 
 def render_range(scenes: SceneFile) -> np.ndarray:

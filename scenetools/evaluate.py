@@ -12,6 +12,12 @@ instance ids, get ARI and FG-ARI over the target views, on a render of the first
 as the ObSuRF reference scores it (``_input``), and, for models that segment 3D points, at
 the ground-truth surface points (``_3d``: the slot with the highest density there). Models
 that predict depth get its mean absolute error against the data's depth (``depth_mae``).
+Models that predict classes (``semantic``), on data with part labels, get semantic SRN's
+mIoU per target view (``miou``, averaged over the item's views) and its category mIoU over
+all items (``category_miou``), next to the majority class per pixel of the ``train``
+split's labels (``baseline_majority_*``). Every item is scored on its own, so the reference
+``test.py``'s PSNR with batches of more than one view (always the batch's first) has no
+counterpart here.
 
 The model sees only the input views (``models.base.encoder_inputs``): never the target
 pixels, depths or labels it is scored on.
@@ -31,8 +37,10 @@ from PIL import Image
 
 from .atomic import atomic_output, safe_name
 from . import cameras, sources
-from .data import make_dataset
-from .metrics import SSIM_WINDOW, adjusted_rand_index, lpips_model, masked_mse, mean_std, psnr_from_mse, ssim
+from .data import make_dataset, nearest_pixels
+from .errors import BadInput
+from .metrics import (SSIM_WINDOW, adjusted_rand_index, category_mean_iou, iou_counts, lpips_model, majority_labels,
+                      masked_mse, mean_iou, mean_std, psnr_from_mse, ssim)
 from .models.base import encode_for_inference, encoder_inputs, near_far
 from .progress import progress
 from .render import render_rays, to_uint8
@@ -63,12 +71,14 @@ def evaluate(model, scenes: SceneFile, split: str, data_config: dict, device, ma
              chunk: int = 8192, precision: str = "fp32", images_dir=None, segmentation_size: int | None = 64,
              items_per_scene: int | None = None) -> tuple:
     """Score ``model`` on ``split``; returns (summary {metric: (mean, std)}, per-item rows).
+    Metrics pooled over all items rather than averaged (``category_miou``) have std None.
     ``segmentation_size``: side of the grid the input-view ARI is scored on (None: every pixel)."""
     dataset = make_dataset(scenes, split, data_config, seed=0, num_rays=None)
     items = evaluation_items(dataset, max_scenes, items_per_scene)
     renderers = sources.baselines(scenes)
     lpips = lpips_model(device)
     context = autocast(device, precision)
+    semantic = SemanticScores(scenes, dataset.image_size)
     model.eval()
     rows = []
     for index in progress(items, desc="evaluating", unit="items"):
@@ -83,11 +93,14 @@ def evaluate(model, scenes: SceneFile, split: str, data_config: dict, device, ma
             row.update(input_view_segmentation(model, scene, item, scenes, device, segmentation_size, chunk))
         if hasattr(model, "point_segmentation") and {"depth", "instance"} <= set(scenes.fields):
             row.update(surface_segmentation(model, scene, batch))
+        if "semantic" in output and "target_semantic" in item:
+            row.update(semantic.score(item, output["semantic"][0]))
         rows.append(row)
         if images_dir is not None:
             save_images(images_dir, row["scene"], item, output, dataset.image_size)
     columns = [k for k in rows[0] if k not in ("scene", "scene_index", "input_views")] if rows else []
     summary = {k: mean_std([r[k] for r in rows]) for k in columns}
+    summary.update(semantic.pooled())
     return summary, rows
 
 
@@ -122,6 +135,58 @@ def score_item(item: dict, output: dict, scenes: SceneFile, renderers: dict, lpi
         rgb = render(cams["camera_to_world"], K, H, W)
         row.update(_psnrs(f"baseline_{name}_", torch.from_numpy(rgb).reshape(-1, 3).float() / 255, target, objects))
     return row
+
+
+class SemanticScores:
+    """Semantic SRN's metrics on one evaluation (``scenes``, target views of ``size`` (H, W)):
+    per item the mIoU, and the intersections and unions its category mIoU pools over all
+    items, for the model and for the majority class per pixel of the training labels."""
+
+    def __init__(self, scenes: SceneFile, size):
+        self.scenes, self.size = scenes, tuple(size)
+        self.majority = {}  # number of classes -> majority label image [H, W] (None: no baseline)
+        self.totals = {}  # metric -> (intersection [C], union [C]) summed over items
+
+    def score(self, item: dict, scores: torch.Tensor) -> dict:
+        """``miou`` and ``baseline_majority_miou`` of one item: the mean over its T target
+        views of each view's mIoU; ``scores`` [T*H*W, C] class scores of its target pixels
+        (view order), against ``item["target_semantic"]`` [T*H*W]."""
+        C = scores.shape[-1]
+        classes = self.scenes.semantic_classes
+        if classes and len(classes) != C:
+            raise BadInput(f"the model predicts {C} classes, the file has {len(classes)} "
+                           f"({', '.join(classes)})", self.scenes.path)
+        views = len(item["target_views"])
+        predictions = {"": scores.argmax(-1)}
+        if C not in self.majority:
+            self.majority[C] = majority_baseline(self.scenes, self.size, C)
+        if self.majority[C] is not None:
+            predictions["baseline_majority_"] = self.majority[C].reshape(-1).repeat(views)
+        row = {}
+        for prefix, predicted in predictions.items():
+            intersection, union = iou_counts(item["target_semantic"].reshape(views, -1),
+                                             predicted.reshape(views, -1), C)
+            row[f"{prefix}miou"] = float(mean_iou(intersection, union).mean())
+            total = self.totals.get(f"{prefix}category_miou", (0, 0))
+            self.totals[f"{prefix}category_miou"] = (total[0] + intersection.sum(0), total[1] + union.sum(0))
+        return row
+
+    def pooled(self) -> dict:
+        """{``category_miou``, ``baseline_majority_category_miou``: (value, None)} over the
+        items scored so far (empty if none was)."""
+        return {name: (category_mean_iou(*counts), None) for name, counts in self.totals.items()}
+
+
+def majority_baseline(scenes: SceneFile, size, num_classes: int) -> torch.Tensor | None:
+    """The majority class at each pixel position, int64 [H, W], over the class maps of every
+    view of the ``train`` split's scenes resized by the nearest pixel to ``size`` (H, W) (as
+    ``data.resize_views`` does); None when the file has no train scenes or no class maps."""
+    train = scenes.splits().get("train")
+    if train is None or not len(train) or "semantic" not in scenes.fields:
+        return None
+    rows, columns = nearest_pixels((scenes.height, scenes.width), size)
+    maps = (scenes.read_views(int(s), fields=("semantic",))["semantic"][:, rows][:, :, columns] for s in train)
+    return majority_labels(maps, num_classes)
 
 
 def ari_scores(suffix: str, truth: torch.Tensor, predicted: torch.Tensor, num_slots: int) -> dict:
@@ -201,24 +266,17 @@ def save_images(folder, name: str, item: dict, output: dict, size) -> None:
     """One labelled sheet per item, ``DIR/<scene>_in<views>.png``: the input views in the
     first row, then a row per target view: prediction, ground truth, error heat map (the
     per-pixel colour distance, black = exact, turbo up to 0.5) and, for models that segment,
-    the predicted and true segmentations. ``size``: the views' height and width."""
+    the predicted and true segmentations, and for models that predict classes the predicted
+    and true classes (:func:`label_columns`). ``size``: the views' height and width."""
     H, W = size
     views = item["target_views"].tolist()
     pred = output["rgb"][0].reshape(len(views), H, W, 3).clamp(0, 1)
     truth = item["target_pixels"].reshape(len(views), H, W, 3)
     error = ((pred - truth) ** 2).sum(-1).sqrt().numpy()
-    if "segmentation" in output:
-        slots = output["segmentation"].shape[-1]
-        predicted = output["segmentation"][0].argmax(-1).reshape(len(views), H, W).numpy()
-    rows = []
-    for k in range(len(views)):
-        row = [to_uint8(pred[k]), to_uint8(truth[k]), np.where(error[k, ..., None] > 0, turbo(error[k] / 0.5), 0)]
-        if "segmentation" in output:
-            row.append(colorize_labels(predicted[k] + 1, slots + 1))
-            if "target_instance" in item:
-                row.append(colorize_labels(item["target_instance"].reshape(len(views), H, W)[k].numpy()))
-        rows.append(row)
-    titles = ["prediction", "ground truth", "error", "segmentation", "true instances"][:len(rows[0])]
+    labels = label_columns(item, output, size)
+    rows = [[to_uint8(pred[k]), to_uint8(truth[k]), np.where(error[k, ..., None] > 0, turbo(error[k] / 0.5), 0)]
+            + [images[k] for _, images in labels] for k in range(len(views))]
+    titles = ["prediction", "ground truth", "error"] + [title for title, _ in labels]
     inputs = [to_uint8(image.permute(1, 2, 0)) for image in item["input_images"]]
     inputs = [np.asarray(Image.fromarray(image).resize((W, H), Image.NEAREST)) for image in inputs]
     cell = max(96, H)
@@ -230,12 +288,35 @@ def save_images(folder, name: str, item: dict, output: dict, size) -> None:
         iio.imwrite(tmp, picture)
 
 
+def label_columns(item: dict, output: dict, size) -> list:
+    """The label panels of an item's sheet, [(title, uint8 [T, H, W, 3])] for its T target
+    views of ``size`` (H, W): the predicted slots and true instances of models that segment,
+    the predicted and true classes (class 0, background, black) of models that predict them;
+    a true map only where the data has it."""
+    H, W = size
+    maps = lambda flat: flat.reshape(len(item["target_views"]), H, W).numpy()  # noqa: E731
+    columns = []
+    if "segmentation" in output:
+        slots = output["segmentation"].shape[-1]
+        columns.append(("segmentation", colorize_labels(maps(output["segmentation"][0].argmax(-1)) + 1, slots + 1)))
+        if "target_instance" in item:
+            columns.append(("true instances", colorize_labels(maps(item["target_instance"]))))
+    if "semantic" in output:
+        classes = output["semantic"].shape[-1]
+        columns.append(("classes", colorize_labels(maps(output["semantic"][0].argmax(-1)), classes)))
+        if "target_semantic" in item:
+            columns.append(("true classes", colorize_labels(maps(item["target_semantic"]), classes)))
+    return columns
+
+
 def report(summary: dict, rows: list, *, checkpoint, step, model_name, data, split, run_name, targets) -> dict:
-    """The metrics JSON (``formats/metrics-json.md``), like nerfstudio's ns-eval output."""
+    """The metrics JSON (``formats/metrics-json.md``), like nerfstudio's ns-eval output: each
+    metric and its std (none for pooled metrics, whose std is None)."""
     results = {}
     for key, (mean, std) in summary.items():
         results[key] = _number(mean)
-        results[f"{key}_std"] = _number(std)
+        if std is not None:
+            results[f"{key}_std"] = _number(std)
     return {"experiment_name": run_name, "method_name": model_name, "checkpoint": str(checkpoint), "step": step,
             "data": str(data), "split": split, "targets": targets, "num_scenes": len({r["scene"] for r in rows}),
             "num_items": len(rows), "results": results}
@@ -274,6 +355,14 @@ def summary_table(metrics: dict) -> str:
                 label = name.replace("baseline_", "").rstrip("_").replace("_", " ")
                 parts.append(f"{label} {r[name + key]:.2f} ({r[key] - r[name + key]:+.2f})")
         lines.append(f"  PSNR {what:<14} " + ", ".join(parts))
+    for key, label in (("miou", "mIoU"), ("category_miou", "category mIoU")):
+        if r.get(key) is None:
+            continue
+        parts = [f"model {r[key]:.4f}"]
+        majority = r.get(f"baseline_majority_{key}")
+        if majority is not None:
+            parts.append(f"majority class per pixel {majority:.4f} ({r[key] - majority:+.4f})")
+        lines.append(f"  {label:<19} " + ", ".join(parts))
     for key in ("ssim", "lpips", "depth_mae"):
         if r.get(key) is not None:
             lines.append(f"  {key.upper():<19} {r[key]:.4f} ± {r[key + '_std']:.4f}")

@@ -7,12 +7,17 @@
   ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)``).
 * ARI / FG-ARI: adjusted Rand index of the argmax segmentation against the true instance
   ids (deepmind multi_object_datasets); FG-ARI ignores background pixels (id 0).
+* mIoU / category mIoU: semantic SRN's (apsk14/semantic_scene_representations,
+  ``models.py:get_IOU_vals`` and ``test.py``): per image, the mean IoU of the classes present
+  in the truth or the prediction, background included; over a test set, per class IoU of the
+  summed intersections and unions, averaged over the classes that occur.
 """
 from __future__ import annotations
 
 import math
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -125,3 +130,60 @@ def segmentation_scores(segmentation: torch.Tensor, instance: torch.Tensor) -> d
               "fg_ari": adjusted_rand_index(instance, predicted, ignore_background=True)}
     return {name: float(values[~values.isnan()].mean()) if (~values.isnan()).any() else float("nan")
             for name, values in scores.items()}
+
+
+def iou_counts(truth: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> tuple:
+    """Per image and class, the pixels of the intersection and of the union of the true and
+    predicted class masks, as semantic SRN's ``get_IOU_vals`` counts them.
+
+    ``truth``, ``predicted``: integer class ids [N, P] (N images of P pixels; predictions are
+    the argmax of the class scores). Only classes 0..C-1 (C = ``num_classes``) are counted;
+    an id outside them is in no class, as the reference loops over ``range(num_classes)``.
+    Returns (intersection, union), int64 [N, C].
+    """
+    truth, predicted = torch.as_tensor(truth).long(), torch.as_tensor(predicted).long()
+    N, C = truth.shape[0], num_classes
+    offset = torch.arange(N)[:, None] * C  # image n's classes are bins n*C .. n*C + C-1
+
+    def count(labels, keep):
+        return torch.bincount((offset + labels)[keep], minlength=N * C).reshape(N, C)
+
+    in_truth, in_predicted = (truth >= 0) & (truth < C), (predicted >= 0) & (predicted < C)
+    intersection = count(truth, in_truth & (truth == predicted))
+    return intersection, count(truth, in_truth) + count(predicted, in_predicted) - intersection
+
+
+def mean_iou(intersection: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
+    """Per image mIoU [N] from :func:`iou_counts` [N, C]: the mean IoU over the classes in
+    the truth or the prediction (union > 0), background included; an image without any
+    class (no pixels) scores 1, as in the reference."""
+    present = union > 0
+    iou = intersection.double() / union.clamp_min(1)
+    classes = present.sum(-1)
+    return torch.where(classes > 0, (iou * present).sum(-1) / classes.clamp_min(1), 1.0)
+
+
+def category_mean_iou(intersection: torch.Tensor, union: torch.Tensor) -> float:
+    """Semantic SRN's "category mIoU" of counts [..., C] (:func:`iou_counts` of every test
+    image): per class, summed intersection over summed union; the mean over the classes
+    whose union is not 0 (NaN if none is). (The reference sums in float32; this in int64.)"""
+    intersection, union = (counts.reshape(-1, counts.shape[-1]).sum(0) for counts in (intersection, union))
+    present = union > 0
+    return float((intersection[present].double() / union[present]).mean()) if present.any() else float("nan")
+
+
+def majority_labels(label_maps, num_classes: int) -> torch.Tensor | None:
+    """The most frequent class at each pixel position over label maps: ``label_maps`` an
+    iterable of integer arrays [V, H, W] (e.g. the views of one scene at a time), all of one
+    H x W -> int64 [H, W]. Ties go to the lower class, ids outside 0..C-1 are not counted,
+    and a position without any count is 0 (background). None for no maps."""
+    counts, C = None, num_classes
+    for maps in label_maps:
+        maps = torch.as_tensor(np.asarray(maps)).long()
+        V, H, W = maps.shape
+        flat = maps.reshape(V, H * W)
+        keep = (flat >= 0) & (flat < C)
+        bins = (torch.arange(H * W) * C + flat)[keep]  # position p's classes are bins p*C .. p*C + C-1
+        found = torch.bincount(bins, minlength=H * W * C).reshape(H, W, C)
+        counts = found if counts is None else counts + found
+    return None if counts is None else counts.argmax(-1)

@@ -52,8 +52,10 @@ def command(source, data, split, max_scenes, items_per_scene, out, images, overw
     """Score a checkpoint on full target images: PSNR (all pixels and object pixels, with
     the mean-colour and, for synthetic data, background-only baselines), SSIM, ARI and
     FG-ARI (models that segment: on the target views, on the input view, and at the true
-    surface points for models that segment 3D points, each next to random slots), depth
-    error (models that predict depth), LPIPS when its weights are already on this machine.
+    surface points for models that segment 3D points, each next to random slots), mIoU and
+    category mIoU (models that predict part classes, next to the majority class per pixel of
+    the train split), depth error (models that predict depth), LPIPS when its weights are
+    already on this machine.
 
     \b
     Examples:
