@@ -147,7 +147,7 @@ class SceneDataset(Dataset):
         missing = [name for name in names if name not in row]
         if missing:
             raise ValueError(f"{self.scenes.path}: the {split or 'whole'} split has no scene {missing[0]!r} "
-                             f"(of {len(missing)} named scenes missing; check data.train_scenes)")
+                             f"({len(missing)} of the {len(names)} scenes named are missing; check data.train_scenes)")
         return np.asarray([row[name] for name in names], dtype=np.int64)
 
     @property

@@ -25,6 +25,10 @@ TINY = dict(latent_dim=8, phi_hidden=16, phi_layers=3, hyper_hidden=16, pixel_hi
             tracing_steps=5)
 
 
+def sets(*overrides):
+    return [arg for override in overrides for arg in ("--set", override)]
+
+
 def count(module):
     return sum(p.numel() for p in module.parameters())
 
@@ -67,8 +71,10 @@ def test_parameter_counts_match_the_reference():
         assert count(joint) == 55_468_949 + 1_153 * classes
         joint.use_training_scenes(torch.arange(3))
         assert count(joint) == 55_468_949 + 1_153 * classes + 3 * 256
-        assert count(build_model("srn_head", {"num_classes": classes}).head) == 257 * classes
-        assert count(build_model("srn_head", {"num_classes": classes, "head": "mlp"}).head) == 265_216 + 257 * classes
+        srn = {"phi_hidden": 256, "hyper_hidden": 4, "latent_dim": 4}  # the head sees phi's 256 features
+        assert count(build_model("srn_head", {"num_classes": classes, "srn": srn}).head) == 257 * classes
+        mlp = build_model("srn_head", {"num_classes": classes, "head": "mlp", "srn": srn}).head
+        assert count(mlp) == 265_216 + 257 * classes
     assert count(UNet(256, 5)) == 3_599_616 + 1_153 * 5  # 3x3 output conv from 128 channels: 1,153 per class
 
 
@@ -80,9 +86,9 @@ def test_the_unet_keeps_the_image_size():
 def test_fitting_a_head_touches_no_srn_weight(objects, srn_checkpoint, tmp_path):
     run = tmp_path / "head"
     result = run_command("train", "srn_head", objects, "--config", "srn_head/synthetic", "--init-from", srn_checkpoint,
-                         "--out", run, "--max-steps", 6, "--set", "data.train_scenes=[object_000000,object_000001]",
+                         "--out", run, "--max-steps", 6, *sets("data.train_scenes=[object_000000,object_000001]",
                          "data.held_out_views=0", "data.num_rays=256", "training.batch_size=2",
-                         "training.validate_every=100", "training.visualize_every=100")
+                         "training.validate_every=100", "training.visualize_every=100"))
     assert result.returncode == 0, result.stderr
     srn = torch.load(srn_checkpoint, weights_only=True)
     head = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
@@ -113,7 +119,7 @@ def test_a_head_cannot_start_from_another_model(objects, tmp_path):
     other = ckpt.save(tmp_path / "srt.pt", model_name="srt", config={"model": {}}, model=torch.nn.Linear(1, 1),
                       step=1)
     result = run_command("train", "srn_head", objects, "--config", "srn_head/synthetic", "--init-from", other,
-                         "--out", tmp_path / "run", "--set", f"model.srn={json.dumps(TINY)}")
+                         "--out", tmp_path / "run", *sets(f"model.srn={json.dumps(TINY)}", "data.train_scenes=null"))
     assert result.returncode == 2 and "checkpoint of model 'srt'" in result.stderr, result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -160,7 +166,7 @@ def test_the_joint_model_starts_from_an_srn_keeping_its_codes_by_scene(objects, 
     model.load_state_dict(state)
     for row, key in enumerate(model.scene_keys.tolist()):
         assert torch.equal(model.latent_codes.weight[row], srn["latent_codes.weight"][srn["scene_keys"].tolist().index(key)])
-    last = "pixel_generator.3"
+    last = f"pixel_generator.{3 * TINY['pixel_layers']}"  # the output layer
     assert torch.equal(state[f"{last}.weight"][:3], srn[f"{last}.weight"])
     assert torch.equal(state["hypernetwork.layers.0.params.0.weight"], srn["hypernetwork.layers.0.params.0.weight"])
 
