@@ -29,7 +29,13 @@ A model is a ``SceneModel`` (an ``nn.Module``) with three entry points:
 
     * ``depth`` [B, R]: expected distance along the ray;
     * ``segmentation`` [B, R, S]: soft assignment of each ray to S slots (sums to 1);
-    * ``slot_rgb`` [B, R, S, 3]: each slot rendered alone.
+    * ``slot_rgb`` [B, R, S, 3]: each slot rendered alone;
+    * ``semantic`` [B, R, C]: class scores (logits) over the C classes of the scene file
+      (class 0 = background; the file attribute ``semantic_classes``,
+      ``SceneFile.semantic_classes``, names them and may be None); the predicted class is
+      the argmax. A model that predicts ``semantic`` also predicts ``depth`` (the distance
+      along the unit ray, so a ray's surface point is ``camera_pos + depth * ray``:
+      ``scene-render --outputs pointcloud``).
 
 ``forward(batch, step) -> (loss, logs)``
     The training objective on one batch at training step ``step`` (for annealed terms).
