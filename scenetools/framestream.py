@@ -2,7 +2,8 @@
 
 Stream (``formats/frame-stream.md``): PNG images back to back, nothing else. Each carries a
 ``tEXt`` chunk ``scenetools`` with JSON saying what it is: ``{"format": "scenetools.frames",
-"version": 1, "output": "rgb" | "depth" | "segmentation" | "slots" | "input", "frame": k, "frames": N}``
+"version": 1, "output": "rgb" | "depth" | "segmentation" | "semantic" | "slots" | "input", "frame": k,
+"frames": N}``
 (input views come first, with ``frame`` = the input index). A stream of one output is a
 plain PNG sequence that ffmpeg's ``image2pipe`` reads as it is.
 
@@ -20,7 +21,7 @@ from . import images
 from .errors import BadInput
 
 FORMAT, VERSION = "scenetools.frames", 1
-OUTPUTS = ("input", "rgb", "segmentation", "depth", "slots")
+OUTPUTS = ("input", "rgb", "segmentation", "semantic", "depth", "slots")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -93,21 +93,43 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.float().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
-def output_images(out: dict, index: int) -> dict:
+def output_images(out: dict, index: int, class_names=None) -> dict:
     """uint8 pictures of one rendered view from render_cameras' output: rgb, segmentation
-    (argmax slot, one colour per slot), depth (turbo, near = red) and slots (each slot's own
-    render, in a grid) when the model predicts them."""
+    (argmax slot, one colour per slot), semantic (see :func:`semantic_picture`), depth
+    (turbo, near = red) and slots (each slot's own render, in a grid) when the model
+    predicts them."""
     from .visualize import colorize_depth, colorize_labels
 
     pictures = {"rgb": to_uint8(out["rgb"][index])}
     if "segmentation" in out:
         slots = out["segmentation"].shape[-1]
         pictures["segmentation"] = colorize_labels(out["segmentation"][index].argmax(-1).numpy() + 1, slots + 1)
+    if "semantic" in out:
+        pictures["semantic"] = semantic_picture(out["semantic"][index], class_names)
     if "depth" in out:
         pictures["depth"] = colorize_depth(out["depth"][index].numpy())
     if "slot_rgb" in out:
         pictures["slots"] = slot_grid([to_uint8(image) for image in out["slot_rgb"][index].unbind(-2)])
     return pictures
+
+
+def semantic_picture(scores: torch.Tensor, class_names=None) -> np.ndarray:
+    """Class scores [H, W, C] -> uint8 [H, W + L, 3]: the first W columns are the argmax
+    class of each pixel in its colour (:func:`~scenetools.visualize.label_palette`, class 0
+    white), the last L a legend strip naming the C classes (:func:`legend_names`)."""
+    from .visualize import WHITE, colorize_labels, label_palette, legend
+
+    count = scores.shape[-1]
+    image = colorize_labels(scores.argmax(-1).numpy(), count, WHITE)
+    return np.concatenate([image, legend(legend_names(class_names, count), label_palette(count, WHITE),
+                                         image.shape[0])], 1)
+
+
+def legend_names(class_names, count: int) -> list:
+    """``count`` class names: the scene file's ``semantic_classes`` where it has them, else
+    "class k"."""
+    return [str(class_names[k]) if class_names is not None and k < len(class_names) else f"class {k}"
+            for k in range(count)]
 
 
 def slot_grid(images: list) -> np.ndarray:
@@ -119,11 +141,20 @@ def slot_grid(images: list) -> np.ndarray:
 
 
 def render_path(model, scene: dict, path: list, height: int, width: int, render_range, device, chunk: int = 8192,
-                outputs=None):
+                outputs=None, class_names=None, points: bool = False):
     """Yield the uint8 pictures (see :func:`output_images`) of each camera of ``path``
-    [(c2w, K)], one frame at a time, with the model ``outputs`` asked for (None: all)."""
+    [(c2w, K)], one frame at a time, with the model ``outputs`` asked for (None: all);
+    with ``points``, also "pointcloud": the frame's surface points
+    (:func:`scenetools.pointcloud.surface_points`, needs ``depth``)."""
+    from .pointcloud import surface_points
+
     model.eval()
     for c2w, K in path:
-        out = render_cameras(model, scene, np.asarray(c2w)[None], np.asarray(K)[None], height, width, render_range,
-                             device, chunk, outputs)
-        yield output_images(out, 0)
+        c2w, K = np.asarray(c2w)[None], np.asarray(K)[None]
+        out = render_cameras(model, scene, c2w, K, height, width, render_range, device, chunk, outputs)
+        pictures = output_images(out, 0, class_names)
+        if points:
+            rays = cameras.ray_directions(K, c2w, height, width)[0].reshape(-1, 3)  # as render_cameras
+            per_ray = {key: value[0].flatten(0, 1) for key, value in out.items()}  # [H * W, ...]
+            pictures["pointcloud"] = surface_points(c2w[0, :3, 3], rays, per_ray, render_range)
+        yield pictures

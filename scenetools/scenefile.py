@@ -795,7 +795,8 @@ def preview_of(scenes: SceneFile, index: int) -> dict:
             "camera_to_world": views["camera_to_world"], "intrinsics": views["intrinsics"],
             "near_far": None if near_far is None or not np.isfinite(near_far).all() else list(map(float, near_far)),
             "render_range": None if scenes.render_range is None else list(map(float, scenes.render_range)),
-            "world_up": None if scenes.world_up is None else list(map(float, scenes.world_up))}
+            "world_up": None if scenes.world_up is None else list(map(float, scenes.world_up)),
+            "semantic_classes": None if scenes.semantic_classes is None else list(map(str, scenes.semantic_classes))}
 
 
 @contextlib.contextmanager
@@ -806,10 +807,11 @@ def preview_scene_file(preview: dict):
                   camera_to_world=np.asarray(preview["camera_to_world"], np.float32),
                   intrinsics=np.asarray(preview["intrinsics"], np.float32),
                   near_far=tuple(preview["near_far"]) if preview["near_far"] else None)
+    attrs = {"world_up": preview["world_up"], "semantic_classes": preview.get("semantic_classes")}  # older: none
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"{preview['name']}.h5"
         with SceneWriter(path, height=rgb.shape[1], width=rgb.shape[2], source=preview["source"],
-                         render_range=preview["render_range"], attrs={"world_up": preview["world_up"]}) as writer:
+                         render_range=preview["render_range"], attrs=attrs) as writer:
             writer.add(scene)
         scenes = SceneFile(path)
         try:

@@ -13,8 +13,8 @@ from PIL import Image, ImageDraw
 
 from .errors import BadInput
 
-LABELS = {"input": "input view", "rgb": "render", "segmentation": "segmentation", "depth": "depth",
-          "slots": "slots"}
+LABELS = {"input": "input view", "rgb": "render", "segmentation": "segmentation", "semantic": "classes",
+          "depth": "depth", "slots": "slots"}
 LABEL_HEIGHT = 16
 MIN_HEIGHT = 256  # small renders are scaled up (nearest) to at least this height
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import colorsys
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 # Polynomial fit of the Turbo colormap (Mikhailov, Google AI blog 2019): rows r, g, b;
 # columns are the coefficients of x^0 .. x^5.
@@ -16,6 +16,8 @@ _TURBO = np.array([
     [0.09140261, 2.19418839, 4.84296658, -14.18503333, 4.27729857, 2.82956604],
     [0.10667330, 12.64194608, -60.58204836, 110.36276771, -89.90310912, 27.34824973]])
 NO_SURFACE_COLOR = np.array([0, 0, 0], np.uint8)  # depth inf (no surface) or 0 (unknown)
+WHITE = (255, 255, 255)  # semantic class 0 (background), drawn white as semantic SRN draws it
+LEGEND_ROW, SWATCH = 12, 9  # px: one legend entry per row, its colour swatch
 
 
 def turbo(x: np.ndarray) -> np.ndarray:
@@ -38,17 +40,46 @@ def colorize_depth(depth: np.ndarray, near: float | None = None, far: float | No
     return np.where(valid[..., None], turbo(x), NO_SURFACE_COLOR)
 
 
-def label_palette(count: int) -> np.ndarray:
-    """uint8 [count, 3]: black for 0 (background), then well-separated hues."""
-    colors = [(0.0, 0.0, 0.0)] + [colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.75, 0.95) for k in range(count - 1)]
-    return (np.array(colors) * 255 + 0.5).astype(np.uint8)
+def label_palette(count: int, background=(0, 0, 0)) -> np.ndarray:
+    """uint8 [count, 3]: ``background`` (an RGB triple, black by default) for 0, then
+    well-separated hues, the same for every ``count`` and background."""
+    hues = [colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.75, 0.95) for k in range(count - 1)]
+    colors = (np.array(hues).reshape(-1, 3) * 255 + 0.5).astype(np.uint8)
+    return np.concatenate([np.array([background], np.uint8), colors])
 
 
-def colorize_labels(labels: np.ndarray, count: int | None = None) -> np.ndarray:
+def colorize_labels(labels: np.ndarray, count: int | None = None, background=(0, 0, 0)) -> np.ndarray:
     """Integer ids [..., H, W] -> uint8 [..., H, W, 3] with :func:`label_palette`."""
     labels = np.asarray(labels).astype(np.int64)
     count = int(labels.max()) + 1 if count is None else count
-    return label_palette(max(count, 1))[np.clip(labels, 0, max(count, 1) - 1)]
+    return label_palette(max(count, 1), background)[np.clip(labels, 0, max(count, 1) - 1)]
+
+
+def legend(names: list, colors: np.ndarray, height: int, pad: int = 3) -> np.ndarray:
+    """A legend strip uint8 [height, W, 3] on white: per name a swatch of its colour
+    (``colors`` uint8 [N, 3], outlined in grey so white shows) and the name, top to bottom in
+    columns of as many rows of :data:`LEGEND_ROW` px as ``height`` holds."""
+    rows = max(1, (height - pad) // LEGEND_ROW)
+    font = ImageFont.load_default()
+    column = SWATCH + 4 + int(max(font.getlength(name) for name in names)) + 2 * pad
+    canvas = np.full((height, pad + -(-len(names) // rows) * column, 3), 255, np.uint8)
+    texts = []
+    for k, (name, color) in enumerate(zip(names, colors)):
+        x, y = pad + (k // rows) * column, pad + (k % rows) * LEGEND_ROW
+        canvas[y:y + SWATCH, x:x + SWATCH] = 128
+        canvas[y + 1:y + SWATCH - 1, x + 1:x + SWATCH - 1] = color
+        texts.append((x + SWATCH + 4, y - 2, name))
+    return draw_texts(canvas, texts)
+
+
+def draw_texts(canvas: np.ndarray, texts) -> np.ndarray:
+    """uint8 [H, W, 3] ``canvas`` with each (x, y, text) of ``texts`` written at (x, y) in
+    black, in PIL's default font."""
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    for x, y, text in texts:
+        draw.text((x, y), text, fill=(0, 0, 0))
+    return np.asarray(picture)
 
 
 def upscale(image: np.ndarray, min_size: int) -> np.ndarray:
@@ -74,13 +105,9 @@ def grid(rows: list, labels: list | None = None, column_titles: list | None = No
         for c, image in enumerate(row):
             y, x = title_h + pad + r * (cell_h + pad), label_width + pad + c * (cell_w + pad)
             canvas[y:y + cell_h, x:x + cell_w] = image
-    picture = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(picture)
-    for r, text in enumerate(labels or []):
-        draw.text((pad, title_h + pad + r * (cell_h + pad) + cell_h // 2 - 5), text, fill=(0, 0, 0))
-    for c, text in enumerate(column_titles or []):
-        draw.text((label_width + pad + c * (cell_w + pad), 2), text, fill=(0, 0, 0))
-    return np.asarray(picture)
+    texts = [(pad, title_h + pad + r * (cell_h + pad) + cell_h // 2 - 5, text) for r, text in enumerate(labels or [])]
+    texts += [(label_width + pad + c * (cell_w + pad), 2, text) for c, text in enumerate(column_titles or [])]
+    return draw_texts(canvas, texts)
 
 
 def contact_sheet(scenes, indices, num_views: int = 5, min_cell: int = 96) -> np.ndarray:

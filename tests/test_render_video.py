@@ -207,6 +207,10 @@ def test_truncated_stream_and_empty_folder_exit_2(tmp_path):
 def test_render_rejects_outputs_the_model_lacks(trained, tmp_path):  # noqa: F811
     result = run_command("render", trained, "--outputs", "rgb,segmentation", "--frames", 2, "-o", tmp_path / "f")
     assert_bad_input(result, ["does not predict segmentation"], tmp_path / "f")
+    result = run_command("render", trained, "--outputs", "semantic", "--frames", 2, "-o", tmp_path / "f")
+    assert_bad_input(result, ["does not predict semantic"], tmp_path / "f")
+    result = run_command("render", trained, "--outputs", "rgb,pointcloud", "--frames", 2, "-o", tmp_path / "f")
+    assert_bad_input(result, ["does not predict pointcloud (needs depth)"], tmp_path / "f")
 
 
 def test_render_checks_its_output_before_rendering(trained, tmp_path):  # noqa: F811

@@ -33,3 +33,28 @@ class TinyModel(SceneModel):
 
 
 register("tiny", TinyModel)
+
+
+class PlaneClassesModel(SceneModel):
+    """A semantic model whose every output is known in closed form, for the render tests:
+    the world is the plane z = 0, split into class 1 (x > 0) and class 2 (x <= 0); rays that
+    miss it (pointing up) see background, class 0, at depth inf. A hit at (x, y, 0) is
+    coloured (0.5 + x / 8, 0.5 + y / 8, 0.25), clamped to [0, 1]; a miss is white. It learns
+    nothing (no parameters)."""
+
+    outputs = ("semantic", "depth")
+
+    def encode(self, inputs: dict) -> dict:
+        return {}
+
+    def render(self, scene, camera_pos, rays, near, far, outputs=None):
+        down = rays[..., 2] < 0
+        depth = torch.where(down, -camera_pos[..., 2] / torch.where(down, rays[..., 2], -1.0), torch.inf)
+        hit = camera_pos + torch.where(down, depth, 0.0)[..., None] * rays  # [B, R, 3]
+        label = torch.where(down, torch.where(hit[..., 0] > 0, 1, 2), 0)
+        rgb = torch.stack([0.5 + hit[..., 0] / 8, 0.5 + hit[..., 1] / 8, torch.full_like(depth, 0.25)], -1)
+        rgb = torch.where(down[..., None], rgb.clamp(0, 1), 1.0)
+        return {"rgb": rgb, "depth": depth, "semantic": nn.functional.one_hot(label, 3).float() * 5}
+
+
+register("tiny-plane", PlaneClassesModel)

@@ -18,6 +18,7 @@ from ..data import SceneDataset, ViewSelection, view_selection
 from ..errors import BadInput
 from ..framestream import encode_frame, write_folder_frame
 from ..models.base import encode_for_inference, encoder_inputs
+from ..pointcloud import ply_output
 from ..progress import note, progress
 from ..render import render_path, to_uint8
 from ..scenefile import SceneFile, preview_scene_file
@@ -80,11 +81,17 @@ def scenes_to_render(checkpoint: dict, run: Path | None, source, data: Path | No
 @click.option("--fade", is_flag=True, help="Ease in and out (constant acceleration over the first and last 20%).")
 @click.option("--size", help="HEIGHTxWIDTH of the frames [the data's].")
 @click.option("--outputs", default="rgb", show_default=True,
-              help="Comma-separated: rgb, segmentation (OSRT, ObSuRF), depth and slots (ObSuRF: each slot "
-                   "rendered alone, side by side), input.")
+              help="Comma-separated: rgb, segmentation (OSRT, ObSuRF), semantic (semantic SRN: classes, with a "
+                   "legend), depth and slots (ObSuRF: each slot rendered alone, side by side), input, pointcloud "
+                   "(surface points as PLY, see --pointcloud).")
 @click.option("-o", "--out", help="Folder of PNGs, or - for a frame stream on stdout [a stream when stdout is "
               "a pipe, else RUN_DIR/renders/<motion>-<scene>].")
-@click.option("--overwrite", is_flag=True, help="Replace an existing -o folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing -o folder (and --pointcloud-out).")
+@click.option("--pointcloud", "pointcloud_mode", type=click.Choice(["merged", "per-frame"]), default="merged",
+              show_default=True, help="With --outputs pointcloud: one PLY of every frame's points, or one per frame.")
+@click.option("--pointcloud-out", type=click.Path(path_type=Path), metavar="PATH",
+              help="Where the point cloud goes: a .ply file (merged) or a folder (per-frame) [in the -o folder: "
+                   "pointcloud.ply or pointcloud/; needed when frames stream to stdout].")
 @click.option("--save-path", type=click.Path(path_type=Path), help="Also write the camera path as a nerfstudio "
               "camera_path.json, to edit and render again with --motion path.")
 @click.option("--fps", type=float, default=30, show_default=True, help="Recorded in --save-path.")
@@ -97,8 +104,8 @@ def scenes_to_render(checkpoint: dict, run: Path | None, source, data: Path | No
                    "--set model.fit.steps=200 (repeatable).")
 @click.option("--config", "preset", help="For a reference model.pt only: its model and config, e.g. osrt/msn.")
 @common.options
-def command(source, data, scene, motion, path_file, frames, fade, size, outputs, out, overwrite, save_path, fps, chunk,
-            device, input_views, overrides, preset):
+def command(source, data, scene, motion, path_file, frames, fade, size, outputs, out, overwrite, pointcloud_mode,
+            pointcloud_out, save_path, fps, chunk, device, input_views, overrides, preset):
     """Render frames of a scene along a camera path: the reference motions (rotate, zoom,
     closeup, rotate_and_closeup, eyeroll), a spiral, or a nerfstudio camera_path.json.
 
@@ -108,9 +115,10 @@ def command(source, data, scene, motion, path_file, frames, fade, size, outputs,
       scene-render ckpt.pt --motion rotate_and_closeup | scene-video
       scene-render run --data data.h5 --scene 12 --outputs input,rgb,segmentation -o - | scene-video -o seg.mp4
       scene-render run --motion spiral --save-path path.json -o /dev/null; scene-render run --motion path --path path.json
+      scene-render semantic-run --outputs rgb,semantic,pointcloud -o frames   # frames/pointcloud.ply
     """
     wanted = [o.strip() for o in outputs.split(",") if o.strip()]
-    unknown = set(wanted) - {"rgb", "segmentation", "depth", "slots", "input"}
+    unknown = set(wanted) - {"rgb", "segmentation", "semantic", "depth", "slots", "input", "pointcloud"}
     if unknown or not wanted:
         raise click.BadParameter(f"unknown outputs {sorted(unknown)}", param_hint="--outputs")
     if (motion == "path") != (path_file is not None):
@@ -119,11 +127,13 @@ def command(source, data, scene, motion, path_file, frames, fade, size, outputs,
     to_stream = out == "-" or (out is None and stdout_is_pipe()) or (out is not None and is_device_file(out))
     if out is not None and not to_stream:
         check_new_output(out, overwrite)
+    check_pointcloud_out(pointcloud_out, "pointcloud" in wanted, to_stream, overwrite)
     input_views = common.parse_views(input_views)
     model, checkpoint, run = ckpt.load_model(source, reference_preset=preset, overrides=overrides)
     missing = [name for name in wanted if name not in ("input", "rgb") and OUTPUT_OF.get(name, name) not in model.outputs]
     if missing:
-        raise BadInput(f"model {checkpoint['model_name']} does not predict {', '.join(missing)} "
+        needs = [name if OUTPUT_OF.get(name, name) == name else f"{name} (needs {OUTPUT_OF[name]})" for name in missing]
+        raise BadInput(f"model {checkpoint['model_name']} does not predict {', '.join(needs)} "
                        f"(it predicts rgb{''.join(', ' + o for o in model.outputs)})")
     model.to(device).eval()
     with scenes_to_render(checkpoint, run, source, data, scene) as scenes:
@@ -153,19 +163,60 @@ def command(source, data, scene, motion, path_file, frames, fade, size, outputs,
 
         latent = encode_for_inference(model, {k: v[None].to(device) for k, v in encoder_inputs(item).items()})
         frames_out = render_path(model, latent, path, height, width, item["render_range"].tolist(), device, chunk,
-                                 outputs=[OUTPUT_OF.get(name, name) for name in wanted if name not in ("input", "rgb")])
+                                 outputs=model_outputs(wanted, model), class_names=scenes.semantic_classes,
+                                 points="pointcloud" in wanted)
         inputs_uint8 = [to_uint8(image.permute(1, 2, 0)) for image in item["input_images"]]
+        points = PointClouds(pointcloud_mode == "per-frame", pointcloud_out,
+                             ply_comments(scenes, index, model)) if "pointcloud" in wanted else None
         if to_stream:
             with open(out, "wb") if out not in (None, "-") else contextlib.nullcontext(sys.stdout.buffer) as stream:
-                write_stream(frames_out, wanted, inputs_uint8, len(path), stream)
+                write_stream(frames_out, wanted, inputs_uint8, len(path), stream, points)
         else:
             folder = Path(out) if out else (run or Path(".")) / "renders" / safe_name(f"{motion}-{scenes.names[index]}")
-            write_folder(frames_out, wanted, inputs_uint8, len(path), folder)
+            write_folder(frames_out, wanted, inputs_uint8, len(path), folder, points)
             click.echo(str(folder))
 
 
 #: ``--outputs`` name -> the model output it shows
-OUTPUT_OF = {"slots": "slot_rgb"}
+OUTPUT_OF = {"slots": "slot_rgb", "pointcloud": "depth"}
+
+
+def model_outputs(wanted: list, model) -> list:
+    """The model outputs the ``--outputs`` need: a point cloud takes depth, and the classes
+    when the model predicts them."""
+    names = [OUTPUT_OF.get(name, name) for name in wanted if name not in ("input", "rgb")]
+    return (names + ["semantic"]) if "pointcloud" in wanted and "semantic" in model.outputs else names
+
+
+class PointClouds:
+    """Where and how ``--outputs pointcloud`` is written (:func:`scenetools.pointcloud.ply_output`):
+    ``per_frame`` or merged, to ``out``, else into the frames folder."""
+
+    def __init__(self, per_frame: bool, out, comments: list):
+        self.per_frame, self.out, self.comments = per_frame, out, comments
+
+    def open(self, folder=None):
+        """``ply_output`` to ``out``, else to ``folder``/pointcloud(.ply)."""
+        target = self.out or Path(folder) / ("pointcloud" if self.per_frame else "pointcloud.ply")
+        return ply_output(target, self.per_frame, self.comments)
+
+
+def ply_comments(scenes, index: int, model) -> list:
+    """The PLY header comments: the scene, and the name of each label the model predicts."""
+    comments = [f"scenetools point cloud of scene {scenes.names[index]}"]
+    if "semantic" in model.outputs and scenes.semantic_classes:
+        comments += [f"label {k} {name}" for k, name in enumerate(scenes.semantic_classes)]
+    return comments
+
+
+def check_pointcloud_out(path, wanted: bool, to_stream: bool, overwrite: bool) -> None:
+    """--pointcloud-out goes with --outputs pointcloud, and is needed when frames stream."""
+    if path is not None and not wanted:
+        raise click.UsageError("--pointcloud-out needs --outputs pointcloud")
+    if wanted and to_stream and path is None:
+        raise BadInput("the frames go to a stream, so the point cloud needs --pointcloud-out PATH")
+    if path is not None:
+        check_new_output(path, overwrite)
 
 
 def stdout_is_pipe() -> bool:
@@ -178,18 +229,19 @@ def is_device_file(path) -> bool:
     return Path(path).exists() and stat.S_ISCHR(os.stat(path).st_mode)
 
 
-def write_stream(frames, wanted, inputs, count, stream) -> None:
+def write_stream(frames, wanted, inputs, count, stream, points=None) -> None:
+    """Frames as a frame stream on ``stream``; point clouds (:class:`PointClouds`) to their file."""
     if "input" in wanted:
         for i, image in enumerate(inputs):
             stream.write(encode_frame(image, "input", i, count))
-    for k, pictures in enumerate(progress(frames, total=count, desc="rendering", unit="frames")):
-        for name in wanted:
-            if name != "input":
-                stream.write(encode_frame(pictures[name], name, k, count))
-        stream.flush()
+    with points.open() if points else contextlib.nullcontext() as add_points:
+        write_frames(frames, wanted, count, lambda image, name, k: stream.write(encode_frame(image, name, k, count)),
+                     add_points, stream.flush)
 
 
-def write_folder(frames, wanted, inputs, count, folder: Path) -> None:
+def write_folder(frames, wanted, inputs, count, folder: Path, points=None) -> None:
+    """Frames as a frame folder, written atomically; point clouds into it, or to their own
+    place (:class:`PointClouds`)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(folder) as tmp:
         remove(tmp)  # left over from an interrupted run
@@ -197,10 +249,21 @@ def write_folder(frames, wanted, inputs, count, folder: Path) -> None:
         if "input" in wanted:
             for i, image in enumerate(inputs):
                 write_folder_frame(tmp, image, "input", i)
-        for k, pictures in enumerate(progress(frames, total=count, desc="rendering", unit="frames")):
-            for name in wanted:
-                if name != "input":
-                    write_folder_frame(tmp, pictures[name], name, k)
+        with points.open(tmp) if points else contextlib.nullcontext() as add_points:
+            write_frames(frames, wanted, count, lambda image, name, k: write_folder_frame(tmp, image, name, k),
+                         add_points)
+
+
+def write_frames(frames, wanted, count, write_image, add_points, flush=lambda: None) -> None:
+    """Each frame's pictures of ``wanted`` to ``write_image(image, name, k)``, its point cloud
+    to ``add_points(k, cloud)``, in order, with a progress bar."""
+    for k, pictures in enumerate(progress(frames, total=count, desc="rendering", unit="frames")):
+        for name in wanted:
+            if name == "pointcloud":
+                add_points(k, pictures[name])
+            elif name != "input":
+                write_image(pictures[name], name, k)
+        flush()
 
 
 main = common.entry_point(command)

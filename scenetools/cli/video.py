@@ -50,7 +50,7 @@ def _with_input(images, inputs):
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Video file [video.mp4, or video.gif with --gif].")
 @click.option("--fps", type=click.FloatRange(min=1), default=30, show_default=True)
 @click.option("--gif", is_flag=True, help="A palette GIF instead of h264 mp4.")
-@click.option("--layout", default="input,rgb,segmentation,depth,slots", show_default=True,
+@click.option("--layout", default="input,rgb,segmentation,semantic,depth,slots", show_default=True,
               help="Panels side by side, left to right; those the frames lack are left out.")
 @click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True, help="h264 quality (lower is better).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing -o file (the default name never replaces: "
@@ -58,7 +58,7 @@ def _with_input(images, inputs):
 @common.options
 def command(source, out, fps, gif, layout, crf, overwrite):
     """Compile frames into a video with labelled side-by-side panels (input view, render,
-    segmentation, depth), using the ffmpeg that ships in imageio-ffmpeg.
+    segmentation, semantic classes, depth), using the ffmpeg that ships in imageio-ffmpeg.
 
     \b
     Examples:

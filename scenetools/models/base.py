@@ -30,8 +30,12 @@ A model is a ``SceneModel`` (an ``nn.Module``) with three entry points:
     * ``depth`` [B, R]: expected distance along the ray;
     * ``segmentation`` [B, R, S]: soft assignment of each ray to S slots (sums to 1);
     * ``slot_rgb`` [B, R, S, 3]: each slot rendered alone;
-    * ``semantic`` [B, R, C]: class scores (logits) over the C classes of the scene file's
-      ``semantic`` labels (class 0: background); the predicted class is the argmax.
+    * ``semantic`` [B, R, C]: class scores (logits) over the C classes of the scene file
+      (class 0 = background; the file attribute ``semantic_classes``,
+      ``SceneFile.semantic_classes``, names them and may be None); the predicted class is
+      the argmax. A model that predicts ``semantic`` also predicts ``depth`` (the distance
+      along the unit ray, so a ray's surface point is ``camera_pos + depth * ray``:
+      ``scene-render --outputs pointcloud``).
 
     Outputs listed in the class attribute ``image_outputs`` are computed over whole images (a
     U-Net on rendered features): ``render`` then takes ``image_size=(H, W)``, given when the
