@@ -2,6 +2,7 @@
 scene-train, starting from an SRN checkpoint), the joint model on whole images, and the
 few-shot data selection (named scenes, given target views, images per item)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from scenetools.models.srn import SRN
 from scenetools.scenefile import SceneFile
 from scenetools.sources.synthetic import SyntheticSource
 
+SHIPPED_SRN = Path(__file__).resolve().parent.parent / "examples" / "demo-checkpoint" / "srn-synthetic.pt"
 TINY = dict(latent_dim=8, phi_hidden=16, phi_layers=3, hyper_hidden=16, pixel_hidden=16, pixel_layers=2,
             tracing_steps=5)
 
@@ -43,23 +45,20 @@ def objects(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def srn_checkpoint(objects, tmp_path_factory):
-    """A tiny SRN trained for a few steps on the objects' training split, saved as a run would."""
-    torch.manual_seed(0)
-    scenes = SceneFile(objects)
-    config = configs.resolve("srn", "srn/synthetic", [f"model.{k}={v}" for k, v in TINY.items()])
-    model = SRN(**config["model"])
-    dataset = SceneDataset(scenes, "train", ViewSelection(1, targets="all"), num_rays=256)
-    model.use_training_scenes(scene_keys(scenes, dataset.scene_indices))
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(30):
-        batch = {k: torch.stack([dataset[(step, i)][k] for i in range(len(dataset))]) for k in dataset[0]}
-        loss, _ = model(batch, step)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return ckpt.save(tmp_path_factory.mktemp("srn") / "srn.pt", model_name="srn", config=config, model=model,
-                     step=30)
+def srn_checkpoint():
+    """The shipped SRN demo checkpoint (examples/demo-checkpoint/srn-synthetic.pt)."""
+    if not SHIPPED_SRN.is_file():
+        pytest.skip("the shipped SRN demo checkpoint is not in this checkout")
+    return SHIPPED_SRN
+
+
+@pytest.fixture(scope="module")
+def its_objects(tmp_path_factory):
+    """Its first 6 training objects, regenerated (their codes are in it): 30 views of 64 px."""
+    path = tmp_path_factory.mktemp("its-objects") / "objects.h5"
+    convert(SyntheticSource(scenes=1000, views=30, test_views=50, size=64, seed=1, kind="objects"), path,
+            codec="raw", splits=["train"], limit=6)
+    return path
 
 
 def test_parameter_counts_match_the_reference():
@@ -83,28 +82,44 @@ def test_the_unet_keeps_the_image_size():
     assert unet(torch.randn(2, 16, 24, 32)).shape == (2, 5, 24, 32)
 
 
-def test_fitting_a_head_touches_no_srn_weight(objects, srn_checkpoint, tmp_path):
-    run = tmp_path / "head"
-    result = run_command("train", "srn_head", objects, "--config", "srn_head/synthetic", "--init-from", srn_checkpoint,
-                         "--out", run, "--max-steps", 6, *sets("data.train_scenes=[object_000000,object_000001]",
-                         "data.held_out_views=0", "data.num_rays=256", "training.batch_size=2",
+@pytest.fixture(scope="module")
+def head_run(its_objects, srn_checkpoint, tmp_path_factory):
+    """scene-train srn_head from the shipped SRN: 40 steps on views 0-2 of 4 of its objects."""
+    run = tmp_path_factory.mktemp("head") / "run"
+    names = ",".join(f"object_{i:06d}" for i in range(4))
+    result = run_command("train", "srn_head", its_objects, "--config", "srn_head/synthetic", "--init-from",
+                         srn_checkpoint, "--out", run, "--max-steps", 40, *sets(f"data.train_scenes=[{names}]",
+                         "data.num_rays=1024", "training.batch_size=4",
                          "training.validate_every=100", "training.visualize_every=100"))
     assert result.returncode == 0, result.stderr
+    return run
+
+
+def test_fitting_a_head_touches_no_srn_weight(srn_checkpoint, head_run):
     srn = torch.load(srn_checkpoint, weights_only=True)
-    head = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
-    assert head["model_name"] == "srn_head" and head["step"] == 6
+    head = torch.load(head_run / "checkpoints" / "latest.pt", weights_only=True)
+    assert head["model_name"] == "srn_head" and head["step"] == 40
     for key, value in srn["model"].items():
         assert torch.equal(head["model"][f"srn.{key}"], value), key
-    config = configs.load_yaml(run / "config.yaml")
+    config = configs.load_yaml(head_run / "config.yaml")
     assert config["model"]["srn"] == srn["config"]["model"]  # sizes taken from the checkpoint
-    assert config["model"]["num_classes"] == 7  # from the file's semantic_classes
-    assert (run / config["training"]["init_from"]).resolve() == srn_checkpoint.resolve()  # relative to the run
-    fresh = build_model("srn_head", config["model"])
+    assert config["model"]["num_classes"] == 13  # from the file's semantic_classes
+    assert (head_run / config["training"]["init_from"]).resolve() == srn_checkpoint.resolve()  # relative to the run
     torch.manual_seed(0)
-    assert not torch.equal(head["model"]["head.weight"], fresh.head.weight)
+    assert not torch.equal(head["model"]["head.weight"], build_model("srn_head", config["model"]).head.weight)
 
 
-def test_the_head_trains_only_its_own_weights_in_process(objects, srn_checkpoint):
+def test_a_short_run_beats_the_majority_class_baseline(its_objects, head_run, tmp_path):
+    """On the 5 held-out views of the 6 training objects (4 of them labelled for the head),
+    the head's mIoU beats the majority class per pixel of the training labels."""
+    out = tmp_path / "m.json"
+    result = run_command("eval", head_run, its_objects, "--split", "train", "--targets", "held_out", "--out", out)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(out.read_text())["results"]
+    assert metrics["miou"] > metrics["baseline_majority_miou"] + 0.05, {k: v for k, v in metrics.items() if "miou" in k}
+
+
+def test_the_head_trains_only_its_own_weights_in_process():
     """The optimizer sees the head alone, and the SRN stays in evaluation mode (no jitter)."""
     from scenetools.train import make_optimizer
 
@@ -156,17 +171,22 @@ def test_the_joint_model_learns_classes_on_whole_images(objects):
         model.train()({k: v[None] for k, v in sampled.items()}, 0)
 
 
-def test_the_joint_model_starts_from_an_srn_keeping_its_codes_by_scene(objects, srn_checkpoint):
-    srn = torch.load(srn_checkpoint, weights_only=True)["model"]
-    scenes = SceneFile(objects)
-    model = SemanticSRN(num_classes=7, unet_channels=8, unet_levels=2, unet_max_channels=16, **TINY)
-    order = scenes.split("train")[::-1]  # another order than the SRN's table
-    model.use_training_scenes(scene_keys(scenes, order))
+def test_the_joint_model_starts_from_an_srn_keeping_its_codes_by_scene(its_objects, srn_checkpoint):
+    shipped = torch.load(srn_checkpoint, weights_only=True)
+    srn = shipped["model"]
+    scenes = SceneFile(its_objects)
+    model = SemanticSRN(num_classes=13, unet_channels=8, unet_levels=2, unet_max_channels=16,
+                        **shipped["config"]["model"])
+    keys = torch.cat([scene_keys(scenes, scenes.split("train")[::-1]), torch.tensor([12345])])  # + one it never saw
+    model.use_training_scenes(keys)
+    fresh = model.latent_codes.weight[-1].detach().clone()
     state = model.initial_state("srn", srn)
     model.load_state_dict(state)
-    for row, key in enumerate(model.scene_keys.tolist()):
-        assert torch.equal(model.latent_codes.weight[row], srn["latent_codes.weight"][srn["scene_keys"].tolist().index(key)])
-    last = f"pixel_generator.{3 * TINY['pixel_layers']}"  # the output layer
+    shipped_keys = srn["scene_keys"].tolist()
+    for row, key in enumerate(keys[:-1].tolist()):
+        assert torch.equal(model.latent_codes.weight[row], srn["latent_codes.weight"][shipped_keys.index(key)])
+    assert torch.equal(model.latent_codes.weight[-1], fresh)
+    last = f"pixel_generator.{len(model.pixel_generator) - 1}"  # RGB rows from the SRN, alpha fresh
     assert torch.equal(state[f"{last}.weight"][:3], srn[f"{last}.weight"])
     assert torch.equal(state["hypernetwork.layers.0.params.0.weight"], srn["hypernetwork.layers.0.params.0.weight"])
 
