@@ -60,7 +60,8 @@ demo-checkpoint-srn: install
 # (examples/reproduce.sh): make reproduce-srt-nmr DATA=~/NMR_Dataset GPUS=8 [OUT=...]
 # [ACCUMULATE=N|auto] [STEPS=N]. Run it again to continue. `make results` tabulates OUT.
 # Each has a -smoke twin on a tiny dataset in the real layout (tests/fixtures); make test runs them.
-ROWS      := srt-nmr srt-msn isrt-msn osrt-clevr3d osrt-msn-hard obsurf-clevr3d obsurf-msn srn-cars srn-chairs
+ROWS      := srt-nmr srt-msn isrt-msn osrt-clevr3d osrt-msn-hard obsurf-clevr3d obsurf-msn srn-cars srn-chairs \
+             semantic-chairs semantic-tables semantic-srn-chairs semantic-srn-tables
 REPRODUCE := $(addprefix reproduce-,$(ROWS))
 SMOKES    := $(addsuffix -smoke,$(REPRODUCE))
 OUT       ?= outputs/reproduce

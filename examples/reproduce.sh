@@ -9,7 +9,8 @@
 #   ACCUMULATE=N|auto  sum N batches per step: the paper's global batch on fewer GPUs
 #   STEPS=N            stop training at step N (results.md then reports the row as partial)
 #   SMOKE=1            the `-smoke` twin: the same pipeline on a tiny dataset (16 px, 4 views
-#                      for SRN: one- and two-shot fit views 0 and 0,1 instead of 64 and 64,104)
+#                      for SRN: one- and two-shot fit views 0 and 0,1 instead of 64 and 64,104;
+#                      semantic rows fit view 0, not 65, and label every training object)
 #                      with two steps of a shrunk model: it shows the pipeline works, no more
 #   CONVERT_ARGS       extra scene-convert options
 #
@@ -29,6 +30,7 @@ gpus="${GPUS:-1}" out="${OUT:-outputs/reproduce}" smoke="${SMOKE:-}"
 readme_srt="stelzner/srt README" readme_osrt="stelzner/osrt README"
 srn_paper="SRN paper (NeurIPS 2019) Table 1, 128 px; our notes' recollection, the table was not read"
 obsurf_paper="ObSuRF paper: the table could not be read here"
+ssrn_paper="semantic SRN paper (3DV 2020): its mIoU table could not be read here"
 published() {  # metric file value steps source checked
     printf '{"metric": "%s", "file": "%s", "value": %s, "steps": %s, "source": "%s", "checked": "%s"}' "$@"
 }
@@ -54,6 +56,14 @@ case "$row" in
         [ "$category" = chairs ] && one=22.89 two=24.48
         figures=("$(published psnr metrics-one-shot.json $one null "$srn_paper: one-shot" unverified)"
                  "$(published psnr metrics-two-shot.json $two null "$srn_paper: two-shot" unverified)") ;;
+    semantic-chairs|semantic-tables)  # SRN+Linear: an SRN, then a linear head on 30 labelled views
+        category=${row#semantic-} source=semantic model=srn_head config=srn_head/$category outputs=rgb,semantic
+        dataset=semantic-$category base=srn/semantic_$category
+        figures=("$(published miou metrics.json null null "$ssrn_paper: SRN+Linear" "not retrieved")") ;;
+    semantic-srn-chairs|semantic-srn-tables)  # the joint model
+        category=${row#semantic-srn-} source=semantic model=semantic_srn config=semantic_srn/$category
+        dataset=semantic-$category outputs=rgb,semantic
+        figures=("$(published miou metrics.json null null "$ssrn_paper: semantic SRN" "not retrieved")") ;;
     *) echo "examples/reproduce.sh: unknown row $row" >&2; exit 2 ;;
 esac
 
@@ -69,32 +79,44 @@ trap 'echo "$SECONDS" >> "$dir/wall-seconds"' EXIT
     printf ']}\n'
 } > "$dir/.row.json" && mv "$dir/.row.json" "$dir/row.json"
 
-train=(--config "$config" --gpus "$gpus" --out "$run")
-[ -n "${ACCUMULATE:-}" ] && train+=(--accumulate "$ACCUMULATE")
-[ -n "${STEPS:-}" ] && train+=(--max-steps "$STEPS")
+options=(--gpus "$gpus") base_train=() base_sets=()
+[ -n "${ACCUMULATE:-}" ] && options+=(--accumulate "$ACCUMULATE")
+[ -n "${STEPS:-}" ] && options+=(--max-steps "$STEPS")
+train=(--config "$config" "${options[@]}" --out "$run")
+[ -n "${base:-}" ] && base_train=(--config "$base" "${options[@]}" --out "$dir/srn") && train+=(--init-from "$dir/srn")
 evaluate=(--split test) render=(--motion rotate --frames 120) one_shot=64 two_shot=64,104
 if [ -n "$smoke" ]; then  # a model small enough to train, score and render in seconds on a CPU
     shrink_srt=(model.encoder.num_att_blocks=1 model.encoder.dim=32 model.encoder.heads=2 model.encoder.dim_head=16
                 model.encoder.mlp_dim=32 model.encoder.conv_channels=8 model.decoder.num_att_blocks=1
                 model.decoder.heads=2 model.decoder.hidden=32)
+    shrink_srn=(model.latent_dim=8 model.phi_hidden=16 model.hyper_hidden=16 model.pixel_hidden=16
+                model.pixel_layers=1 model.fit.steps=2 model.fit.rays=64 "data.evaluation.input_views=[0]"
+                "training.curriculum=[{steps: 1, resolution: 16, batch_size: 2}]")
     case "$model" in
         srt|isrt) sets=("${shrink_srt[@]}") ;;
         osrt) sets=("${shrink_srt[@]}" model.slot_attention.slot_dim=32 model.slot_attention.hidden_dim=32) ;;
         obsurf) sets=(model.c_dim=16 model.h_dim=16 model.decoder.hidden=16 model.decoder.num_layers=2
                       model.render.coarse_samples=4 model.render.fine_samples=4) ;;
-        srn) sets=(model.latent_dim=8 model.phi_hidden=16 model.hyper_hidden=16 model.pixel_hidden=16
-                   model.pixel_layers=1 model.fit.steps=2 model.fit.rays=64 "data.evaluation.input_views=[0]"
-                   "training.curriculum=[{steps: 1, resolution: 16, batch_size: 2, num_rays: 64}]") ;;
+        srn) sets=("${shrink_srn[@]}") ;;
+        semantic_srn) sets=("${shrink_srn[@]}" model.unet_levels=2) ;;
+        srn_head) sets=(data.train_scenes=null "data.evaluation.input_views=[0]")  # its SRN's sizes: the checkpoint's
+            base_sets=("${shrink_srn[@]}") ;;
     esac
-    sets+=(training.batch_size=2 data.num_rays=64 training.num_workers=0 training.validate_scenes=1
-           data.resolution=16 data.evaluation.resolution=16)
-    for s in "${sets[@]}"; do train+=(--set "$s"); done
-    train+=(--max-steps 2)
+    common=(training.batch_size=2 training.num_workers=0 training.validate_scenes=1 data.resolution=16
+            data.evaluation.resolution=16)
+    [ "$model" = semantic_srn ] || common+=(data.num_rays=64)  # it trains on whole images
+    for s in "${sets[@]}" "${common[@]}"; do train+=(--set "$s"); done
+    for s in "${base_sets[@]}" "${common[@]}"; do base_train+=(--set "$s"); done
+    train+=(--max-steps 2) base_train+=(--max-steps 2)
     evaluate+=(--scenes 1 --items-per-scene 1) render=(--motion rotate --frames 2 --size 16x16) one_shot=0 two_shot=0,1
 fi
 
 echo "== $row: convert ($source) into $data"
 [ -f "$data" ] || scene-convert --from "$source" "$DATA" "$data" ${CONVERT_ARGS:-}
+if [ -n "${base:-}" ]; then
+    echo "== $row: scene-train srn ${base_train[*]} (the SRN the head is fitted on)"
+    scene-train srn "$data" "${base_train[@]}"
+fi
 echo "== $row: scene-train $model ${train[*]}"
 scene-train "$model" "$data" "${train[@]}"
 
