@@ -31,7 +31,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "tests")]
 
 import torch  # noqa: E402
 
-from common import spread, write_result  # noqa: E402
+from common import apply_threads, spread, write_result  # noqa: E402
 
 PRESET = "srn/cars"
 STEPS = int(os.environ.get("BENCH_FIT_STEPS", 2))
@@ -113,4 +113,5 @@ def main():
 
 
 if __name__ == "__main__":
+    apply_threads()
     main()

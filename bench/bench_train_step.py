@@ -2,7 +2,8 @@
 
 Usage: ``bench_train_step.py [--ref DIR] [MODEL ...]`` (models: srt, osrt, obsurf, srn;
 default all; DIR defaults to $BENCH_REF), or ``make bench REF=DIR``; ``BENCH_STEPS`` sets the
-steps per variant (default 20). DIR holds the reference repositories unpacked by the user:
+steps per variant (default 20), ``BENCH_THREADS`` torch's threads in every process (default:
+torch's; see common.apply_threads). DIR holds the reference repositories unpacked by the user:
 DIR/srt (stelzner/srt), DIR/osrt (stelzner/osrt), DIR/obsurf (stelzner/obsurf), DIR/srn
 (vsitzmann/scene-representation-networks, its submodule vsitzmann/pytorch_prototyping in
 DIR/srn/pytorch_prototyping).
@@ -52,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT), str(ROOT / "tests")]
 
-from common import Worker, matmul_peaks, peak_rss_mb, serve, spread, write_result  # noqa: E402
+from common import Worker, apply_threads, matmul_peaks, peak_rss_mb, serve, spread, write_result  # noqa: E402
 
 #: rays (points) per scene, and the issues' goals: speedup over the reference in fp32, and
 #: over the reference with bf16 autocast and fused Adam (None: no goal set). A model with
@@ -430,6 +431,7 @@ def child_main(argv):
 
 
 if __name__ == "__main__":
+    apply_threads()
     if sys.argv[1:2] in (["--prepare"], ["--worker"]):
         child_main(sys.argv[1:])
     else:
