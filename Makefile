@@ -84,8 +84,9 @@ results:
 	$(BIN)/python -m scenetools.results "$(OUT)"
 
 # Benchmarks, JSON into bench/results/. REF=DIR also times the reference implementations
-# (DIR/srt, DIR/osrt, DIR/obsurf: stelzner's repositories, unpacked by you) against ours in
-# the same run, after installing what they import (bench/ref_requirements.txt).
+# (DIR/srt, DIR/osrt, DIR/obsurf: stelzner's repositories; DIR/srn: vsitzmann's
+# scene-representation-networks with its pytorch_prototyping submodule; unpacked by you)
+# against ours in the same run, after installing what they import (bench/ref_requirements.txt).
 bench: install
 	$(if $(REF),$(BIN)/pip install --quiet -r bench/ref_requirements.txt)
 	@for script in bench/bench_*.py; do echo "== $$script"; BENCH_REF="$(REF)" $(BIN)/python $$script || exit 1; done

@@ -17,6 +17,17 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
+def apply_threads() -> None:
+    """``BENCH_THREADS=N``: torch uses N threads in this process (default: torch's own choice,
+    one per core). On a machine whose cores other work keeps busy, torch's threads wait for
+    each other at every operation; one thread then steps several times faster, and the ratios
+    measure the code rather than the load."""
+    threads = os.environ.get("BENCH_THREADS")
+    if threads:
+        import torch
+        torch.set_num_threads(int(threads))
+
+
 def median_seconds(function, repeats: int) -> tuple:
     """Run ``function`` ``repeats`` times; return (median seconds, all times)."""
     times = []
@@ -134,7 +145,8 @@ def write_result(name: str, result: dict) -> Path:
     import torch
     RESULTS.mkdir(exist_ok=True)
     result = {"benchmark": name, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                             "torch": torch.__version__, "threads": torch.get_num_threads()},
+                                             "torch": torch.__version__, "threads": torch.get_num_threads(),
+                                             "bench_threads": os.environ.get("BENCH_THREADS") or "torch's default"},
               **result}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -15,6 +15,13 @@ From a reference batch (see bench/references.py) to ours:
   (:func:`replayed_rand_like`), so both objectives see the same points. The render range is
   (0.035, 40): every depth in the data (sky is stored as 39.9994) is then a surface, as the
   reference treats it (our converter would mark it ``inf``, a backdrop at far).
+* SRN: a reference item is one whole image of a car (pixels in [-1, 1], camera-to-world
+  ``pose``, ``intrinsics`` rescaled to the image size, integer pixel coordinates ``uv``, the
+  car's ``instance_idx``). Ours: the car's ``scene_key`` is the placeholder key our
+  ``from_reference`` gives code row ``instance_idx``; the target rays are our rays
+  (``scenetools.cameras.rays_through``) through the centres of the same pixels with our SRN
+  converter's intrinsics (principal point + 0.5, ``scenetools.sources.srn``), which are the
+  reference's rays (``ray_agreement`` measures the largest difference); pixels in [0, 1].
 """
 from __future__ import annotations
 
@@ -23,14 +30,17 @@ import math
 
 import torch
 
+from scenetools import cameras
 from scenetools import config as configs
 from scenetools.data import stride_intrinsics
 from scenetools.device import autocast
 from scenetools.models import build_model
 from scenetools.sources.obsurf import RENDER_RANGE, camera_to_world, obsurf_intrinsics
+from scenetools.sources.srn import NEAR_FAR as SRN_NEAR_FAR
+from scenetools.sources.srn import PIXEL_CENTRE_SHIFT
 from scenetools.train import BadSteps, make_optimizer
 
-PRESETS = {"srt": "srt/clevr3d", "osrt": "osrt/clevr3d", "obsurf": "obsurf/clevr3d"}
+PRESETS = {"srt": "srt/clevr3d", "osrt": "osrt/clevr3d", "obsurf": "obsurf/clevr3d", "srn": "srn/cars"}
 CPU = torch.device("cpu")
 OBSURF_FAR = 40.0  # past every stored depth (65535 -> 39.9994)
 
@@ -40,14 +50,20 @@ def run_config(name: str) -> dict:
     return configs.resolve(name, PRESETS[name])
 
 
-def build(name: str, reference_state: dict | None = None):
+def build(name: str, reference_state: dict | None = None, scene_keys: torch.Tensor | None = None):
     """(model, config): ours, with the reference's initial weights mapped by our
-    ``from_reference`` when given (else our own initialisation from seed 0)."""
+    ``from_reference`` when given (else our own initialisation from seed 0). SRN's code
+    table is sized like the reference's, or holds one code per training scene key given."""
     config = run_config(name)
     torch.manual_seed(0)
     model = build_model(name, config["model"])
     if reference_state is not None:
-        model.load_state_dict(type(model).from_reference(reference_state))
+        state = type(model).from_reference(reference_state)
+        if hasattr(model, "size_for_state"):
+            model.size_for_state(state)
+        model.load_state_dict(state)
+    elif scene_keys is not None:
+        model.use_training_scenes(scene_keys)
     return model, config
 
 
@@ -166,9 +182,50 @@ def replayed_rand_like(draws: list | None):
         raise ReplayError(f"{len(queue)} of the draws to replay were not used")
 
 
+def _srn_intrinsics(intrinsics: torch.Tensor) -> torch.Tensor:
+    """Our K [B, 3, 3] from the reference's rescaled 4x4 intrinsics [B, 4, 4]: the principal
+    point moved by our SRN converter's half pixel (pixel centres)."""
+    K = intrinsics[:, :3, :3].double().clone()
+    K[:, :2, 2] += PIXEL_CENTRE_SHIFT
+    return K
+
+
+def _srn_batch(batch: tuple) -> tuple:
+    """SRN reference batch (model_input, ground_truth) -> (our batch, None)."""
+    model_input, ground_truth = batch
+    pose, uv = model_input["pose"].double(), model_input["uv"].double()
+    B, N, _ = uv.shape
+    rays = cameras.rays_through(_srn_intrinsics(model_input["intrinsics"]).numpy(), pose.numpy(),
+                                uv.numpy() + PIXEL_CENTRE_SHIFT)
+    ours = {"scene_key": -(model_input["instance_idx"].long() + 1),  # from_reference's placeholder keys
+            "target_camera_pos": pose[:, None, :3, 3].float().expand(B, N, 3).contiguous(),
+            "target_rays": torch.tensor(rays, dtype=torch.float32), "target_pixels": ground_truth["rgb"] * 0.5 + 0.5,
+            "render_range": torch.tensor([SRN_NEAR_FAR["cars"]], dtype=torch.float32).expand(B, 2)}
+    return ours, None
+
+
+def ray_agreement(batches: list, ours: list) -> float:
+    """Largest difference between our target rays and the rays SRN's own geometry gives its
+    batch (``geometry.get_ray_directions``: the pixel (u, v) lifted to camera depth 1 with
+    the intrinsics, taken to the world by the pose, minus the camera position, normalised),
+    written out here in float64: 0 up to float32 rounding when our converter's convention
+    keeps the reference's rays."""
+    worst = 0.0
+    for (model_input, _), mine in zip(batches, ours):
+        pose, uv, K = model_input["pose"].double(), model_input["uv"].double(), model_input["intrinsics"].double()
+        x = (uv[..., 0] - K[:, None, 0, 2]) / K[:, None, 0, 0]
+        y = (uv[..., 1] - K[:, None, 1, 2]) / K[:, None, 1, 1]
+        camera = torch.stack([x, y, torch.ones_like(x)], -1)
+        world = torch.einsum("bij,bnj->bni", pose[:, :3, :3], camera)
+        directions = torch.nn.functional.normalize(world, dim=-1)
+        worst = max(worst, float((directions - mine["target_rays"].double()).abs().max()))
+    return worst
+
+
 def from_reference_batches(name: str, batches: list, config: dict) -> tuple:
     """(our batches, draws or None for each) from the reference's batches."""
-    pairs = [_obsurf_batch(b, config) if name == "obsurf" else _srt_batch(b) for b in batches]
+    convert = {"obsurf": lambda b: _obsurf_batch(b, config), "srn": _srn_batch}.get(name, _srt_batch)
+    pairs = [convert(b) for b in batches]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -187,23 +244,43 @@ def frame_agreement(batches: list, ours: list) -> float | None:
 
 # ----------------------------------------------------------------------------- our own batches
 
-def own_batches(name: str, folder, work, count: int, batch_size: int, rays: int) -> list:
-    """``count`` batches through our own pipeline: the ObSuRF folder converted by
-    ``scene-convert --from obsurf`` and read by our loader with the preset's data section."""
-    from torch.utils.data import DataLoader
-
+def _own_dataset(name: str, folder, work, rays: int | None = None, resolution: int | None = None):
+    """Our training dataset over the data folder, converted once into ``work`` by
+    ``scene-convert --from obsurf`` (or ``--from srn``), with the preset's data section."""
     from scenetools import progress
     from scenetools.convert import convert
     from scenetools.data import make_dataset
     from scenetools.scenefile import SceneFile
     from scenetools.sources.obsurf import ObsurfSource
+    from scenetools.sources.srn import SRNSource
 
     progress.configure(quiet=True)
-    path = work / "scenes.h5"
+    kind = "srn" if name == "srn" else "obsurf"
+    path = work / f"scenes-{kind}.h5"
     if not path.exists():
-        convert(ObsurfSource(folder), path, codec="raw")
-    data = dict(run_config(name)["data"], num_rays=rays)
-    loader = DataLoader(make_dataset(SceneFile(path), "train", data, seed=0), batch_size=batch_size)
+        convert(SRNSource(folder) if kind == "srn" else ObsurfSource(folder), path, codec="raw")
+    data = dict(run_config(name)["data"], **({"num_rays": rays} if rays else {}),
+                **({"resolution": resolution} if resolution else {}))
+    return make_dataset(SceneFile(path), "train", data, seed=0)
+
+
+def training_keys(name: str, work) -> torch.Tensor | None:
+    """SRN: the scene keys of our training split (one code each), from the file that
+    :func:`own_batches` converted; other models: None."""
+    if name != "srn":
+        return None
+    from scenetools.data import scene_keys
+    dataset = _own_dataset(name, None, work)
+    return scene_keys(dataset.scenes, dataset.scene_indices)
+
+
+def own_batches(name: str, folder, work, count: int, batch_size: int, rays: int, resolution: int | None = None) -> list:
+    """``count`` batches through our own pipeline: the folder converted by ``scene-convert
+    --from obsurf`` (``--from srn``) and read by our loader with the preset's data section (at
+    ``resolution``, SRN's stage)."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(_own_dataset(name, folder, work, rays, resolution), batch_size=batch_size)
     batches = []
     while len(batches) < count:
         batches += list(loader)

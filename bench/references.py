@@ -1,20 +1,27 @@
 """The reference implementations' own code, driven as their train.py drives it.
 
-``make bench REF=DIR`` points here at DIR/srt (stelzner/srt), DIR/osrt (stelzner/osrt) and
-DIR/obsurf (stelzner/obsurf), unpacked by the user; nothing of them is in this repository.
-Their files are imported as they are, never edited. What is done at run time instead:
+``make bench REF=DIR`` points here at DIR/srt (stelzner/srt), DIR/osrt (stelzner/osrt),
+DIR/obsurf (stelzner/obsurf) and DIR/srn (vsitzmann/scene-representation-networks, with its
+submodule vsitzmann/pytorch_prototyping in DIR/srn/pytorch_prototyping), unpacked by the
+user; nothing of them is in this repository. Their files are imported as they are, never
+edited. What is done at run time instead:
 
-* ``sys.path``: the repository first (its packages ``srt``, ``osrt``, ``obsurf``), and
-  ``bench/ref_shims`` last, a stand-in for torchvision (see its README);
+* ``sys.path``: the repository first (its packages ``srt``, ``osrt``, ``obsurf``; SRN's
+  top-level modules), and ``bench/ref_shims`` last, a stand-in for torchvision (see its README);
 * ObSuRF reads its configs by relative paths (``configs/default.yaml``, the ``import:`` of
   the data config), so the process works in DIR/obsurf; its trainer's output folder (it makes
   ``vis/`` there) is a temporary one, not the run folder in DIR;
-* the device is the CPU: their training steps move data with ``.to(device)`` and never call
-  ``.cuda()`` (only evaluation, rendering and DDP set-up do, none of which runs here);
+* the device is the CPU: the SRT family's and ObSuRF's training steps move data with
+  ``.to(device)`` and never call ``.cuda()`` (only evaluation, rendering and DDP set-up do,
+  none of which runs here). SRN calls ``.cuda()`` on its model, its code table and every
+  input and intermediate (srns.py, hyperlayers.py, custom_layers.py, geometry.py): in its
+  process only, ``torch.Tensor.cuda`` and ``torch.nn.Module.cuda`` return the tensor or
+  module itself (:func:`cuda_is_cpu`), so everything stays on the CPU;
 * the learning rate is the config's peak, constant (train.py's warm-up would keep it near 0
   over the few steps measured);
 * the "bf16 + fused" variant wraps the trainer's ``compute_loss`` in bf16 autocast and builds
-  the optimizer as ``Adam(fused=True)``: the two lines a user would add.
+  the optimizer as ``Adam(fused=True)``: the two lines a user would add. SRN has no trainer
+  class: :class:`SrnTrainStep` is the body of its train.py's loop, with the same two methods.
 
 Each reference is one class with the same methods: ``dataset()`` (its own dataset class over
 a folder in its on-disk layout), ``model()``, ``state(model)`` / ``load(model, state)`` (in
@@ -139,12 +146,115 @@ class ObsurfReference:
         return trainer.train_step(batch, it)
 
 
-REFERENCES = {"srt": SrtReference, "osrt": SrtReference, "obsurf": ObsurfReference}
+def cuda_is_cpu() -> None:
+    """``.cuda()`` of tensors and modules returns them unchanged (SRN's process only)."""
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
 
 
-def reference(name: str, ref_dir: Path, data: Path, points: int, out_dir: Path):
-    """The reference of model ``name`` (srt, osrt, obsurf), reading ``data``."""
-    return REFERENCES[name](name, Path(ref_dir).resolve(), Path(data).resolve(), points, Path(out_dir).resolve())
+class SrnReference:
+    """vsitzmann/scene-representation-networks: ``train.py`` with its defaults and
+    ``train_configs/cars.yml`` (64 px at batch 64, then 128 px at batch 16; lr 5e-5) builds
+    ``dataio.SceneClassDataset`` over the training folder (at most 50 observations per
+    instance, one per item), ``SRNsModel`` (256-d codes, 10 tracing steps) and
+    ``Adam(model.parameters())``; each step is :class:`SrnTrainStep`. No grad clipping.
+
+    What differs from its train.py: ``.cuda()`` is the identity (:func:`cuda_is_cpu`); the
+    ray marcher's counter starts at 1, not 0, so its every-100th-forward tensorboard figure
+    (``util.show_images``: matplotlib, whose current versions reject the float row count it
+    passes) is not drawn in the few steps measured; the per-step tensorboard logging
+    (``model.write_updates``, ``writer.add_scalar``) and validation are not run. Its own
+    per-step prints (the ray marcher's depth range, train.py's losses) are kept. In the bf16
+    variant, ``geometry.depth_from_world`` runs outside autocast (float32 in, float32 out),
+    since the ray marcher prints that depth with ``.numpy()``, which has no bfloat16."""
+
+    lr = 5e-5  # train.py's default (cars.yml does not set it)
+    loss_weights = {"l1_weight": 200.0, "reg_weight": 1e-3, "kl_weight": 1.0}  # train.py's defaults
+    max_observations = 50  # train.py's --max_num_observations_train default
+
+    def __init__(self, name: str, ref_dir: Path, data: Path, points: int, out_dir: Path, resolution: int = 64):
+        self.repo, self.data, self.resolution = Path(ref_dir) / "srn", data, resolution
+        if points != resolution ** 2:
+            raise ValueError(f"SRN's items are whole images: {resolution} px has {resolution ** 2} rays, not {points}")
+        use_repository(self.repo)
+        cuda_is_cpu()
+
+    def dataset(self):
+        import dataio
+        return dataio.SceneClassDataset(root_dir=str(self.data), img_sidelength=self.resolution,
+                                        max_num_instances=-1, max_observations_per_instance=self.max_observations,
+                                        samples_per_instance=1)
+
+    @staticmethod
+    def collate(dataset, items):
+        return dataset.collate_fn(items)
+
+    def model(self):
+        import srns
+        model = srns.SRNsModel(num_instances=self.dataset().num_instances, latent_dim=256, tracing_steps=10)
+        model.train()
+        model.ray_marcher.counter = 1
+        return model
+
+    def state(self, model) -> dict:
+        return {"model": model.state_dict()}  # util.custom_save's layout
+
+    def load(self, model, state: dict) -> None:
+        model.load_state_dict(state["model"])
+
+    def trainer(self, model, optimizer):
+        return SrnTrainStep(model, optimizer, self.loss_weights)
+
+    @staticmethod
+    def step(trainer, batch: tuple, it: int) -> float:
+        return trainer.train_step(batch, it)
+
+
+class SrnTrainStep:
+    """The body of SRN's train.py loop: ``model(model_input)``, ``optimizer.zero_grad()``, the
+    image, depth-regularisation and latent losses weighted and summed, its print of them,
+    ``backward``, ``optimizer.step()``."""
+
+    def __init__(self, model, optimizer, weights: dict):
+        self.model, self.optimizer, self.weights, self.iter = model, optimizer, weights, 0
+
+    def compute_loss(self, model_input: dict, ground_truth: dict):
+        model, w = self.model, self.weights
+        model_outputs = model(model_input)
+        self.optimizer.zero_grad()
+        dist_loss = model.get_image_loss(model_outputs, ground_truth)
+        reg_loss = model.get_regularization_loss(model_outputs, ground_truth)
+        latent_loss = model.get_latent_loss()
+        weighted_dist_loss = w["l1_weight"] * dist_loss
+        weighted_reg_loss = w["reg_weight"] * reg_loss
+        weighted_latent_loss = w["kl_weight"] * latent_loss
+        print("Iter %07d   Epoch %03d   L_img %0.4f   L_latent %0.4f   L_depth %0.4f" %
+              (self.iter, 0, weighted_dist_loss, weighted_latent_loss, weighted_reg_loss))
+        return weighted_dist_loss + weighted_reg_loss + weighted_latent_loss
+
+    def train_step(self, batch: tuple, it: int) -> float:
+        self.iter = it
+        total_loss = self.compute_loss(*batch)
+        total_loss.backward()
+        self.optimizer.step()
+        return total_loss.item()
+
+
+REFERENCES = {"srt": SrtReference, "osrt": SrtReference, "obsurf": ObsurfReference, "srn": SrnReference}
+
+
+def reference(name: str, ref_dir: Path, data: Path, points: int, out_dir: Path, resolution: int | None = None):
+    """The reference of model ``name`` (srt, osrt, obsurf, srn), reading ``data``; SRN's at image
+    size ``resolution``."""
+    extra = {"resolution": resolution} if name == "srn" else {}
+    return REFERENCES[name](name, Path(ref_dir).resolve(), Path(data).resolve(), points, Path(out_dir).resolve(),
+                            **extra)
+
+
+def collate(ref, dataset, items: list):
+    """One batch of the reference's dataset items, as its DataLoader makes it."""
+    own = getattr(ref, "collate", None)
+    return own(dataset, items) if own else torch.utils.data.default_collate(items)
 
 
 def trainer_for(ref, model, variant: str):
@@ -155,4 +265,16 @@ def trainer_for(ref, model, variant: str):
     trainer = ref.trainer(model, optimizer)
     if fused:
         trainer.compute_loss = with_autocast(trainer.compute_loss)
+        if isinstance(ref, SrnReference):
+            import geometry
+            geometry.depth_from_world = without_autocast(geometry.depth_from_world)
     return trainer
+
+
+def without_autocast(function):
+    """``function`` run with autocast off (its float32 inputs stay float32)."""
+    @functools.wraps(function)
+    def wrapped(*args, **kwargs):
+        with torch.autocast("cpu", enabled=False):
+            return function(*args, **kwargs)
+    return wrapped

@@ -176,10 +176,12 @@ def mlp(dims: list, activation: str = "relu", init_scheme: str = "torch") -> nn.
 def fc_block(in_dim: int, hidden: int, num_layers: int, out_dim: int) -> nn.Sequential:
     """``num_layers`` x (Linear -> LayerNorm (affine) -> ReLU), the first from ``in_dim``, then a
     Linear to ``out_dim``. Linear weights are kaiming-normal (fan_in, ReLU), biases PyTorch's
-    default: SRN's FCBlock with ``outermost_linear``. Flat: layer k is at 3k, 3k+1, 3k+2."""
+    default: SRN's FCBlock with ``outermost_linear``. Flat: layer k is at 3k, 3k+1, 3k+2. The
+    ReLU works in place on the LayerNorm's output (as the reference's FCLayer), which the
+    LayerNorm's backward does not keep: one activation fewer to allocate per layer."""
     layers, width = [], in_dim
     for _ in range(num_layers):
-        layers += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.ReLU()]
+        layers += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.ReLU(inplace=True)]
         width = hidden
     layers.append(nn.Linear(width, out_dim))
     for layer in layers:
@@ -232,9 +234,10 @@ class HyperMLP(nn.Module):
 
     @staticmethod
     def apply(params: list, x: torch.Tensor) -> torch.Tensor:
-        """Evaluate predicted layers at x [B, N, in] -> [B, N, out]."""
+        """Evaluate predicted layers at x [B, N, in] -> [B, N, out]. The ReLU works in place
+        on the LayerNorm's output (see :func:`fc_block`)."""
         for weight, bias in params:
-            x = F.relu(F.layer_norm(batch_linear(x, weight, bias), (weight.shape[1],)))
+            x = F.relu(F.layer_norm(batch_linear(x, weight, bias), (weight.shape[1],)), inplace=True)
         return x
 
 
