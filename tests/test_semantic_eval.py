@@ -13,7 +13,7 @@ import pytest
 import torch
 from sklearn.metrics import jaccard_score
 
-import tiny_semantic_model
+import tiny_model
 from scenetools import checkpoint as ckpt, config as configs
 from scenetools.convert import convert
 from scenetools.data import make_dataset
@@ -69,14 +69,14 @@ def test_majority_baseline_counts_every_train_view(chairs):
 
 def test_evaluation_mious_match_sklearn(chairs):
     scenes = SceneFile(chairs)
-    summary, rows = evaluate(tiny_semantic_model.TinySemanticModel(), scenes, "test", data_config(),
+    summary, rows = evaluate(tiny_model.TinySemanticModel(), scenes, "test", data_config(),
                              torch.device("cpu"))
     dataset = make_dataset(scenes, "test", data_config(), seed=0, num_rays=None)
     majority = majority_baseline(scenes, (SIZE, SIZE), 5).reshape(-1).numpy()
     truths, predictions, baselines = [], [], []
     for item, row in zip(dataset, rows):
         truth = item["target_semantic"].reshape(2, -1).numpy()
-        predicted = tiny_semantic_model.TinySemanticModel.labels(item["target_camera_pos"], item["target_rays"])
+        predicted = tiny_model.TinySemanticModel.labels(item["target_camera_pos"], item["target_rays"])
         predicted = predicted.reshape(2, -1).numpy()
         assert row["miou"] == pytest.approx(np.mean([view_miou(t, p) for t, p in zip(truth, predicted)]), abs=1e-9)
         assert row["baseline_majority_miou"] == pytest.approx(np.mean([view_miou(t, majority) for t in truth]),
@@ -92,18 +92,18 @@ def test_evaluation_mious_match_sklearn(chairs):
 
 def test_no_baseline_without_a_train_split(tmp_path):
     test_only = convert(objects_source(), tmp_path / "test-only.h5", codec="raw", splits=["test"])
-    summary, rows = evaluate(tiny_semantic_model.TinySemanticModel(), SceneFile(test_only), "test", data_config(),
+    summary, rows = evaluate(tiny_model.TinySemanticModel(), SceneFile(test_only), "test", data_config(),
                              torch.device("cpu"))
     assert "miou" in rows[0] and "category_miou" in summary
     assert not any("majority" in key for key in list(rows[0]) + list(summary))
 
 
 def test_scene_eval_scores_classes_of_a_plugin_model(chairs, tmp_path):
-    model = tiny_semantic_model.TinySemanticModel()
+    model = tiny_model.TinySemanticModel()
     checkpoint = ckpt.save(tmp_path / "semantic.pt", model_name="tiny_semantic", model=model, step=0,
                            config={"model": {"classes": 5}, "data": data_config()})
     out, images = tmp_path / "eval.json", tmp_path / "sheets"
-    env = dict(os.environ, SCENETOOLS_PLUGINS="tiny_semantic_model",
+    env = dict(os.environ, SCENETOOLS_PLUGINS="tiny_model",
                PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run([sys.executable, "-m", "scenetools.cli.eval", checkpoint, chairs, "--split", "test",
                              "--out", out, "--images", images], capture_output=True, text=True, cwd=tmp_path, env=env)
@@ -123,5 +123,5 @@ def test_a_model_of_another_class_count_is_refused(chairs):
     from scenetools.errors import BadInput
 
     with pytest.raises(BadInput, match="predicts 4 classes, the file has 5"):
-        evaluate(tiny_semantic_model.TinySemanticModel(classes=4), SceneFile(chairs), "test", data_config(),
+        evaluate(tiny_model.TinySemanticModel(classes=4), SceneFile(chairs), "test", data_config(),
                  torch.device("cpu"))
