@@ -71,8 +71,8 @@ class SRNHead(SceneModel):
             raise TypeError(f"head must be linear or mlp, got {head!r}")
 
     def train(self, mode: bool = True):
-        """Only the head trains: the SRN stays in evaluation mode (no start jitter, codes of
-        unseen scenes fitted, not learned)."""
+        """Only the head trains: the SRN stays in evaluation mode (no start jitter; the
+        labelled scenes use the codes it was trained with)."""
         super().train(mode)
         self.srn.eval()
         return self
