@@ -10,16 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.smoke import assert_smoke_row, make_smoke
+from fixtures.smoke import assert_smoke_row, make_smoke, smoke_folder  # noqa: F401 (fixture "out")
 from scenetools.results import write_results
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def out(tmp_path_factory):
-    """One smoke folder for the module: rows on the same dataset convert it once."""
-    return tmp_path_factory.mktemp("reproduce")
 
 
 @pytest.mark.parametrize("row", ["srt-nmr", "srt-msn", "isrt-msn", "osrt-msn-hard"])
