@@ -156,20 +156,22 @@ def with_data_settings(config: dict, data_path: Path) -> dict:
     return configs.merge(config, {"model": {"num_classes": len(classes)}}) if classes else config
 
 
-def with_initial_settings(model_name: str, config: dict, run_dir: Path) -> dict:
-    """The config with what its model takes from the checkpoint in ``training.init_from``
-    (``SceneModel.completed_config``)."""
-    path = init_path(run_dir, config)
-    if path is None:
-        return config
-    initial = ckpt.load(ckpt.locate(path)[0])
-    return {**config, "model": model_class(model_name).completed_config(config["model"], initial)}
-
-
-def init_path(run_dir: Path, config: dict) -> Path | None:
-    """``training.init_from`` (relative to the run folder) as a path, or None."""
+def initial_checkpoint(run_dir: Path, config: dict) -> tuple:
+    """(checkpoint file, its contents) of ``training.init_from`` (relative to the run folder;
+    a run folder stands for its latest checkpoint), or (None, None)."""
     value = config["training"].get("init_from")
-    return None if not value else Path(os.path.normpath(Path(run_dir) / value))  # the folder may not exist yet
+    if not value:
+        return None, None
+    path, _ = ckpt.locate(os.path.normpath(Path(run_dir) / value))  # normpath: the run folder may not exist yet
+    return path, ckpt.load(path)
+
+
+def with_initial_settings(model_name: str, config: dict, initial: dict | None) -> dict:
+    """The config with what its model takes from the checkpoint ``initial`` it starts from
+    (``SceneModel.completed_config``)."""
+    if initial is None:
+        return config
+    return {**config, "model": model_class(model_name).completed_config(config["model"], initial)}
 
 
 def lock_run_folder(run_dir: Path):
@@ -253,7 +255,8 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
     torch.manual_seed(training["seed"] + process.rank)
     run_dir, data_path = Path(run_dir), Path(data_path)
     config = with_data_settings(with_run_section(config, model_name, data_path, run_dir), data_path)
-    config = with_initial_settings(model_name, config, run_dir)
+    initial_path, initial = initial_checkpoint(run_dir, config)
+    config = with_initial_settings(model_name, config, initial)
     if options.dry_run:
         dry_run(model_name, data_path, config, process, options.config_name)
         return Result(0, {}, None)
@@ -263,8 +266,8 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
     # Everything is checked before anything is written.
     model, scenes, train_set, _, _ = build_inputs(model_name, data_path, config, process)
     resuming = run_dir.joinpath("checkpoints", "latest.pt").exists()
-    if not resuming and init_path(run_dir, config):
-        init_weights(init_path(run_dir, config), model_name, model)
+    if not resuming and initial is not None:
+        init_weights(initial_path, initial, model_name, model)
     lock = None
     if process.is_main:
         lock = lock_run_folder(run_dir)
@@ -278,8 +281,9 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
         if process.is_main:
             note(f"resuming {run_dir} from step {step}")
             trim_metrics(run_dir / "metrics.jsonl", step)
-    elif init_path(run_dir, config) and process.is_main:
-        note(f"starting from the weights of {init_path(run_dir, config)}")
+    elif initial is not None and process.is_main:
+        note(f"starting from the weights of {initial_path}")
+    del initial  # copied into the model: not kept through training
     net = model
     if options.compile:
         net = torch.compile(net)
@@ -455,11 +459,9 @@ def save(path, model, optimizer, step, state) -> None:
     ckpt.save(path, model=model, step=step, optimizer=optimizer, rng=torch.get_rng_state(), **state)
 
 
-def init_weights(path, model_name: str, model) -> None:
-    """Load the weights of a checkpoint (or run folder) of the same model, or of one the model
-    starts from (``starts_from``), into a new run (fresh optimizer)."""
-    path, _ = ckpt.locate(path)
-    checkpoint = ckpt.load(path)
+def init_weights(path, checkpoint: dict, model_name: str, model) -> None:
+    """Load the weights of ``checkpoint`` (read from ``path``) of the same model, or of one
+    the model starts from (``starts_from``), into a new run (fresh optimizer)."""
     name = checkpoint.get("model_name")
     if name != model_name and name not in model.starts_from:
         starts = " or ".join(repr(n) for n in (model_name,) + tuple(model.starts_from))
