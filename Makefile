@@ -9,7 +9,7 @@ DEV    := $(VENV)/.installed-dev
 # The tools on PATH for the example scripts.
 TOOLS   = PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: install test demo demo-osrt demo-obsurf demo-srn demo-semantic demo-checkpoint demo-checkpoint-srn bench results clean
+.PHONY: install test demo demo-osrt demo-obsurf demo-srn demo-semantic demo-checkpoint demo-checkpoint-osrt demo-checkpoint-srn bench results clean
 
 # The tools alone; `make test` adds what the tests need (pytest, scikit-learn, tensorflow-cpu).
 install: $(STAMP)
@@ -51,6 +51,10 @@ demo-semantic: install
 # Reproduces examples/demo-checkpoint/ (hours on a CPU; resumable: run it again to continue).
 demo-checkpoint: install
 	$(TOOLS) examples/demo-checkpoint.sh
+
+# The same for the OSRT demo checkpoint (examples/demo-checkpoint/osrt-synthetic.pt).
+demo-checkpoint-osrt: install
+	DEMO_MODEL=osrt $(TOOLS) examples/demo-checkpoint.sh
 
 # The same for the SRN demo checkpoint (examples/demo-checkpoint/srn-synthetic.pt).
 demo-checkpoint-srn: install

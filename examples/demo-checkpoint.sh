@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Reproduces a shipped demo checkpoint (run by `make demo-checkpoint`, or `make
-# demo-checkpoint-srn`; hours on a CPU; resumable: run it again to continue).
+# Reproduces a shipped demo checkpoint (run by `make demo-checkpoint`, `make
+# demo-checkpoint-osrt` or `make demo-checkpoint-srn`; hours on a CPU; resumable: run it
+# again to continue).
 #   srt (DEMO_MODEL=srt, the default):
 #     1. 10,000 synthetic scenes with seed 1: other scenes than the demo file's (seed 0), whose
 #        held-out split the checkpoint is evaluated on. Generator version 3: cameras at varied
 #        distances and heights, so the closeup half of rotate_and_closeup stays inside what
 #        the model has seen.
 #     2. scene-train srt with the CPU config, 17,000 steps from scratch
+#   osrt (DEMO_MODEL=osrt): the same scenes as srt; scene-train osrt with the CPU config,
+#     20,000 steps from scratch
 #   srn (DEMO_MODEL=srn):
 #     1. 1,000 single objects with seed 1 (make demo-srn's are seed 0), 30 views per training
 #        object, of which srn/synthetic holds out the last 5, and 50 per val and test object
@@ -20,6 +23,8 @@ out="${DEMO_CHECKPOINT_DIR:-outputs/demo-checkpoint}"
 ship=examples/demo-checkpoint
 case "$model" in
     srt) steps="${DEMO_CHECKPOINT_STEPS:-17000}"
+        data=(--scenes 10000 --views 10 --size 64 --seed 1 --generator-version 3) ;;
+    osrt) steps="${DEMO_CHECKPOINT_STEPS:-20000}"
         data=(--scenes 10000 --views 10 --size 64 --seed 1 --generator-version 3) ;;
     srn) steps="${DEMO_CHECKPOINT_STEPS:-3000}"
         data=(--kind objects --scenes 1000 --views 30 --test-views 50 --size 64 --seed 1) ;;
