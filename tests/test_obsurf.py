@@ -228,6 +228,55 @@ def test_pixel_features_come_from_the_cell_a_point_projects_to():
     assert picked.tolist() == [2 * 6 + 3, 0, 2 * 6 + 5, 3 * 6 + 5]
 
 
+def reference_decoder(decoder, slots, points, rays=None, pixel_features=None):
+    """The reference's NerfAinNet written out: every slot shifts and scales its own copy of
+    the encoded points, and the colour head sees the concatenated inputs."""
+    S = slots.shape[1]
+    per_slot = lambda x: x[:, None].expand(-1, S, -1, -1) if x.dim() == 3 else x  # noqa: E731
+    h = per_slot(decoder.encoding(points))
+    for conditioning, layer in zip(decoder.conditioning, decoder.layers):
+        shift, scale = conditioning(slots)[:, :, None].chunk(2, -1)
+        h = torch.relu(layer((h + shift) * scale))
+    out = decoder.layers[-1](h)
+    density = torch.sigmoid(out[..., 0]) * decoder.max_density + 1e-10
+    if rays is None:
+        return density, None
+    extra = [per_slot(pixel_features)] if pixel_features is not None else []
+    inputs = torch.cat([out[..., 1:]] + [x.expand(out.shape[:-1] + (-1,)) for x in extra + [per_slot(rays)]], -1)
+    return density, torch.sigmoid(decoder.color_head(inputs))
+
+
+@pytest.mark.parametrize("pixels", [True, False])
+@pytest.mark.parametrize("per_slot", [False, True])
+def test_decoder_equals_the_reference_formula(pixels, per_slot):
+    torch.manual_seed(0)
+    model = tiny(decoder={"hidden": 16, "use_pixel_features": pixels}).double()
+    B, S, P = 2, 3, 10
+    slots = torch.randn(B, S, 16, dtype=torch.float64)
+    shape = (B, S, P) if per_slot else (B, P)
+    points, rays = torch.randn(shape + (3,), dtype=torch.float64), torch.randn(shape + (3,), dtype=torch.float64)
+    pixel_features = torch.randn(shape + (16,), dtype=torch.float64) if pixels else None
+    density, colour = model.decoder(slots, points, rays, pixel_features)
+    expected_density, expected_colour = reference_decoder(model.decoder, slots, points, rays, pixel_features)
+    assert density.shape == (B, S, P) and colour.shape == (B, S, P, 3)
+    assert torch.allclose(density, expected_density, atol=1e-12) and torch.allclose(colour, expected_colour, atol=1e-12)
+    density_only, none = model.decoder(slots, points)
+    assert none is None and torch.allclose(density_only, expected_density, atol=1e-12)
+
+
+def test_encoder_equals_its_cnn_on_the_broadcast_camera_encoding():
+    torch.manual_seed(0)
+    encoder = tiny().encoder.double().eval()
+    images, rays = torch.rand(2, 3, 16, 20, dtype=torch.float64), torch.randn(2, 16, 20, 3, dtype=torch.float64)
+    position = torch.randn(2, 3, dtype=torch.float64)
+    broadcast = encoder.camera_encoding(position)[:, :, None, None].expand(-1, -1, 16, 20)
+    direct = encoder.cnn.conv1(torch.cat([images, rays.permute(0, 3, 1, 2), broadcast], 1))
+    x = encoder.cnn.layer4(encoder.cnn.layer3(encoder.cnn.layer2(encoder.cnn.layer1(
+        torch.relu(encoder.cnn.bn1(direct))))))
+    assert torch.allclose(encoder.cnn(torch.cat([images, rays.permute(0, 3, 1, 2)], 1),
+                                      encoder.camera_encoding(position)), x, atol=1e-12)
+
+
 def tiny(**overrides):
     config = {"num_slots": 3, "c_dim": 16, "h_dim": 16, "decoder": {"hidden": 16},
               "loss": {"anneal_start": 0, "anneal_until": 10}, "render": {"coarse_samples": 12, "fine_samples": 8}}

@@ -137,6 +137,34 @@ class Transformer(nn.Module):
         return x
 
 
+def conv2d_with_constant_channels(conv: nn.Conv2d, x: torch.Tensor, constant: torch.Tensor) -> torch.Tensor:
+    """``conv(cat([x, constant broadcast over the pixels], 1))`` without the broadcast.
+
+    x [B, Cx, H, W]; constant [B, Cc], the last Cc input channels of ``conv`` (zero padding,
+    no dilation or groups), each the same value at every pixel of an image (e.g. the encoding
+    of its camera position) -> [B, out, H', W'], equal up to rounding.
+
+    Why: such channels often outnumber the varying ones, and the conv would spend most of its
+    work on them. At an output pixel, a constant channel contributes the kernel taps that fall
+    inside the image (the padding is zero) times its value, so its part is the per-image
+    kernel ``taps = W_c @ constant`` [B, out, kh, kw] summed over the taps in range: a sum
+    that separates into rows and columns.
+    """
+    Cx = x.shape[1]
+    varying = F.conv2d(x, conv.weight[:, :Cx], conv.bias, conv.stride, conv.padding)
+    taps = torch.einsum("ocij,bc->boij", conv.weight[:, Cx:], constant.to(conv.weight.dtype))
+
+    def in_range(size, out_size, kernel, stride, padding):  # [kernel, out_size]: tap i reaches the image
+        start = torch.arange(out_size, device=x.device)[None] * stride - padding
+        position = start + torch.arange(kernel, device=x.device)[:, None]
+        return ((position >= 0) & (position < size)).to(varying.dtype)
+
+    kh, kw = conv.kernel_size
+    rows = in_range(x.shape[2], varying.shape[2], kh, conv.stride[0], conv.padding[0])
+    cols = in_range(x.shape[3], varying.shape[3], kw, conv.stride[1], conv.padding[1])
+    return varying + torch.einsum("boij,iy,jx->boyx", taps.to(varying.dtype), rows, cols)
+
+
 class ConvBlock(nn.Module):
     """SRT's conv block: 3x3 conv (stride 1) -> ReLU -> 3x3 conv (stride 2) -> ReLU, no bias.
     Halves the resolution (rounding up)."""

@@ -48,7 +48,7 @@ from torch import nn
 from ..errors import BadInput
 from . import volume
 from .base import SceneModel, encoder_inputs, near_far
-from .layers import PositionalEncoding, slot_attention_round
+from .layers import PositionalEncoding, conv2d_with_constant_channels, slot_attention_round
 
 
 class FourierFeatures(nn.Module):
@@ -103,9 +103,16 @@ class ResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # pixels in channels-last order, weights too: oneDNN's convolutions (in bf16 above
+        # all) otherwise reorder every activation to that order and back
+        self.to(memory_format=torch.channels_last)
 
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
+    def forward(self, x, constant=None):
+        """x [B, C, H, W]; constant [B, in_channels - C]: further input channels, each the
+        same at every pixel of an image."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        x = self.conv1(x) if constant is None else conv2d_with_constant_channels(self.conv1, x, constant)
+        x = F.relu(self.bn1(x))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
@@ -152,7 +159,7 @@ class SlotEncoder(nn.Module):
 
     The CNN input is the image, the ray directions and the camera-position encoding (16
     frequencies from 2^-5, with the raw position: 99 channels) broadcast over the pixels:
-    105 channels.
+    105 channels, of which the CNN's first conv never materialises the 99 constant ones.
     """
 
     def __init__(self, num_slots: int, c_dim: int = 128, h_dim: int = 128, downsample: int = 2,
@@ -165,9 +172,7 @@ class SlotEncoder(nn.Module):
 
     def forward(self, images, rays, camera_pos):
         """images [B, 3, H, W], rays [B, H, W, 3], camera_pos [B, 3]."""
-        H, W = images.shape[-2:]
-        position = self.camera_encoding(camera_pos)[:, :, None, None].expand(-1, -1, H, W)
-        x = self.cnn(torch.cat([images, rays.permute(0, 3, 1, 2), position], 1))
+        x = self.cnn(torch.cat([images, rays.permute(0, 3, 1, 2)], 1), self.camera_encoding(camera_pos))
         features = self.pixel_mlp(x.permute(0, 2, 3, 1))
         return self.slot_attention(features.flatten(1, 2)), features
 
@@ -195,9 +200,22 @@ def features_at(features: torch.Tensor, camera_to_world: torch.Tensor, intrinsic
     return features.reshape(B, h * w, C).gather(1, index).reshape(points.shape[:-1] + (C,))
 
 
-def _per_slot(x: torch.Tensor, num_slots: int) -> torch.Tensor:
-    """[B, P, C] (shared by the slots) -> [B, S, P, C]; [B, S, P, C] passes through."""
-    return x[:, None].expand(-1, num_slots, -1, -1) if x.dim() == 3 else x
+def conditioned_linear(h: torch.Tensor, layer: nn.Linear, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``layer((h + shift) * scale)`` for every slot: h [B, P, C] shared by the slots or
+    [B, S, P, C] per slot; shift, scale [B, S, C] -> [B, S, P, out].
+
+    The slot is folded into the layer (weights W diag(scale), bias b + W (shift * scale)), so
+    no per-slot copy of h is shifted and scaled: one batched product per layer, and for shared
+    points one product for all slots.
+    """
+    B, S, _ = scale.shape
+    weight = scale[..., None] * layer.weight.t()  # [B, S, C, out]
+    bias = layer.bias + (shift * scale) @ layer.weight.t()  # [B, S, out]
+    if h.dim() == 3:  # [B, P, C] @ [B, C, S * out]
+        out = torch.baddbmm(bias.flatten(1)[:, None], h, weight.transpose(1, 2).flatten(2))
+        return out.unflatten(-1, (S, -1)).transpose(1, 2)
+    out = torch.baddbmm(bias.flatten(0, 1)[:, None], h.flatten(0, 1), weight.flatten(0, 1))
+    return out.unflatten(0, (B, S))
 
 
 class NerfDecoder(nn.Module):
@@ -207,14 +225,16 @@ class NerfDecoder(nn.Module):
     The positional encoding of a point (raw + 16 frequencies from 2^-5: 99 numbers) passes
     ``num_layers - 1`` stages ``h = relu(Linear((h + shift(slot)) * scale(slot)))``, then a
     Linear to 1 + hidden: the density logit and features. The colour head maps [features,
-    pixel feature (if any), ray direction] through Linear -> ReLU -> Linear.
+    pixel feature (if any), ray direction] through Linear -> ReLU -> Linear; the part of its
+    first Linear that sees the pixel feature and the ray is the same for every slot and is
+    computed once.
     """
 
     def __init__(self, slot_dim: int = 128, hidden: int = 128, num_layers: int = 5, num_freqs: int = 16,
                  start_freq: int = -5, max_density: float = 10.0, pixel_dim: int = 0):
         super().__init__()
         self.encoding = FourierFeatures(num_freqs, start_freq)
-        self.max_density = max_density
+        self.max_density, self.hidden = max_density, hidden
         widths = [self.encoding.dim] + [hidden] * (num_layers - 2)  # inputs of the conditioned stages
         self.conditioning = nn.ModuleList(nn.Linear(slot_dim, 2 * width) for width in widths)
         self.layers = nn.ModuleList([nn.Linear(width, hidden) for width in widths] + [nn.Linear(hidden, hidden + 1)])
@@ -222,20 +242,21 @@ class NerfDecoder(nn.Module):
 
     def forward(self, slots, points, rays=None, pixel_features=None):
         """rays and pixel_features [B, P, *] or [B, S, P, *], like points."""
-        S = slots.shape[1]
         h = self.encoding(points)
-        h = h[:, None] if h.dim() == 3 else h
         for conditioning, layer in zip(self.conditioning, self.layers):
-            shift, scale = conditioning(slots)[:, :, None].chunk(2, -1)
-            h = F.relu(layer((h + shift) * scale))
-        out = self.layers[-1](h)
-        density = torch.sigmoid(out[..., 0]) * self.max_density + 1e-10
+            # in place: a fresh tensor of this size costs more in page faults than the ReLU itself
+            h = F.relu(conditioned_linear(h, layer, *conditioning(slots).chunk(2, -1)), inplace=True)
+        last = self.layers[-1]  # its first output is the density logit, the others features
+        density = torch.sigmoid(F.linear(h, last.weight[:1], last.bias[:1])[..., 0]) * self.max_density + 1e-10
         if rays is None:
             return density, None
-        inputs = [out[..., 1:]] + ([_per_slot(pixel_features, S)] if pixel_features is not None else [])
-        inputs.append(_per_slot(rays, S))
-        features = torch.cat([x.expand(out.shape[:-1] + (-1,)) for x in inputs], -1)
-        return density, torch.sigmoid(self.color_head(features))
+        first = self.color_head[0]
+        seen = torch.cat([pixel_features, rays], -1) if pixel_features is not None else rays
+        shared = F.linear(seen, first.weight[:, self.hidden:], first.bias)  # [B, (S,) P, hidden]
+        shared = shared[:, None] if shared.dim() == 3 else shared
+        features = F.linear(h, last.weight[1:], last.bias[1:])
+        hidden = F.relu(F.linear(features, first.weight[:, :self.hidden]).add_(shared), inplace=True)
+        return density, torch.sigmoid(self.color_head[2](hidden))
 
 
 # ----------------------------------------------------------------------------- model
