@@ -33,7 +33,7 @@ def render_rays(model, scene: dict, camera_pos: torch.Tensor, rays: torch.Tensor
 
 
 def render_cameras(model, scene: dict, c2w: np.ndarray, K: np.ndarray, height: int, width: int,
-                   render_range, device, chunk: int = 8192, outputs=None) -> dict:
+                   render_range, device, chunk: int = 8192, outputs=None, autocast=None) -> dict:
     """Render whole images of one scene (batch of 1) from cameras c2w [V, 4, 4], K [V, 3, 3]
     with its ``render_range`` (near, far): {"rgb": [V, H, W, 3], ...} as float CPU tensors."""
     V = len(c2w)
@@ -41,14 +41,14 @@ def render_cameras(model, scene: dict, c2w: np.ndarray, K: np.ndarray, height: i
     pos = torch.as_tensor(np.asarray(c2w)[:, :3, 3], dtype=torch.float32)[:, None, None].expand(V, height, width, 3)
     near, far = (torch.tensor([float(x)], device=device) for x in render_range)
     out = render_rays(model, scene, pos.reshape(1, -1, 3).to(device), rays.reshape(1, -1, 3).to(device), near, far,
-                      chunk, outputs=outputs, image_size=(height, width))
+                      chunk, autocast, outputs=outputs, image_size=(height, width))
     return {key: value.reshape((V, height, width) + value.shape[2:]) for key, value in out.items()}
 
 
 ORBIT_DEGREES = (0, 60, 120, 180, 240, 300)
 
 
-def orbit_grid(model, dataset, device, out_path, num_scenes: int = 4) -> np.ndarray:
+def orbit_grid(model, dataset, device, out_path, num_scenes: int = 4, autocast=None) -> np.ndarray:
     """The training visualisation: per validation scene, its input views, then renders from
     the first input camera turned about the scene's up axis by 0, 60, ..., 300 degrees
     (through the point the cameras look at), at input resolution; models that predict a
@@ -71,7 +71,7 @@ def orbit_grid(model, dataset, device, out_path, num_scenes: int = 4) -> np.ndar
         up = cameras.up_direction(all_c2w, dataset.scenes.world_up)
         views = np.stack([cameras.orbit(c2w0, center, up, np.radians(a)) for a in ORBIT_DEGREES])
         out = render_cameras(model, scene, views, np.broadcast_to(K, (len(views), 3, 3)), H, W,
-                             item["render_range"].tolist(), device, outputs=("segmentation",))
+                             item["render_range"].tolist(), device, outputs=("segmentation",), autocast=autocast)
         inputs = [to_uint8(image.permute(1, 2, 0)) for image in item["input_images"]]
         row = inputs + [to_uint8(image) for image in out["rgb"]]
         if "segmentation" in out:
@@ -141,9 +141,10 @@ def slot_grid(images: list) -> np.ndarray:
 
 
 def render_path(model, scene: dict, path: list, height: int, width: int, render_range, device, chunk: int = 8192,
-                outputs=None, class_names=None, points: bool = False):
+                outputs=None, class_names=None, points: bool = False, autocast=None):
     """Yield the uint8 pictures (see :func:`output_images`) of each camera of ``path``
-    [(c2w, K)], one frame at a time, with the model ``outputs`` asked for (None: all);
+    [(c2w, K)], one frame at a time, with the model ``outputs`` asked for (None: all; under
+    ``autocast`` if given);
     with ``points``, also "pointcloud": the frame's surface points
     (:func:`scenetools.pointcloud.surface_points`, needs ``depth``)."""
     from .pointcloud import surface_points
@@ -151,7 +152,7 @@ def render_path(model, scene: dict, path: list, height: int, width: int, render_
     model.eval()
     for c2w, K in path:
         c2w, K = np.asarray(c2w)[None], np.asarray(K)[None]
-        out = render_cameras(model, scene, c2w, K, height, width, render_range, device, chunk, outputs)
+        out = render_cameras(model, scene, c2w, K, height, width, render_range, device, chunk, outputs, autocast)
         pictures = output_images(out, 0, class_names)
         if points:
             rays = cameras.ray_directions(K, c2w, height, width)[0].reshape(-1, 3)  # as render_cameras

@@ -350,7 +350,7 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
                     validation = validate(model, val_set, process.device, precision)
                     run.log(step, "val", validation)
                 if (step % training["visualize_every"] == 0 or step == max_steps) and val_set is not None:
-                    orbit_grid(model, val_set, process.device, run.renders / f"step-{step}.png")
+                    orbit_grid(model, val_set, process.device, run.renders / f"step-{step}.png", autocast=precision)
             if stopping:
                 raise KeyboardInterrupt(f"interrupted at step {step}, saved {run.latest}")
     finally:

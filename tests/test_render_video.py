@@ -8,8 +8,10 @@ import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import torch
 
 from scenetools import camera_paths, cameras
+from scenetools.device import bf16_supported
 from scenetools.errors import BadInput
 from scenetools.framestream import encode_frame, read_stream
 from conftest import assert_bad_input, run_command
@@ -191,6 +193,19 @@ def test_render_folder_then_gif_and_odd_sizes(trained, tmp_path):  # noqa: F811
     assert len(decoded_frames) == 4 and size[0] % 2 == 0 and size[1] % 2 == 0
     gif = run_command("video", frames, "--gif", "-o", tmp_path / "a.gif")
     assert gif.returncode == 0 and (tmp_path / "a.gif").read_bytes()[:6] == b"GIF89a"
+
+
+def test_render_in_bf16_draws_the_fp32_frames_within_rounding(trained, tmp_path):  # noqa: F811
+    frames = {}
+    for precision in ("fp32", "bf16"):
+        result = run_command("render", trained, "--motion", "rotate", "--frames", 2, "--precision", precision,
+                             "-o", tmp_path / precision)
+        assert result.returncode == 0, result.stderr
+        frames[precision] = np.stack([iio.imread(tmp_path / precision / "rgb" / f"{k:05d}.png") for k in range(2)])
+    difference = np.abs(frames["fp32"].astype(int) - frames["bf16"])
+    assert difference.mean() < 2.0 and difference.max() < 40, (difference.mean(), difference.max())
+    if bf16_supported(torch.device("cpu")):  # else autocast falls back to fp32
+        assert difference.any(), "--precision bf16 rendered exactly the fp32 frames: no autocast"
 
 
 def test_truncated_stream_and_empty_folder_exit_2(tmp_path):

@@ -31,6 +31,12 @@ def options(command):
     return wrapper
 
 
+#: ``--precision`` of the commands that run a trained model (scene-eval, scene-render).
+precision_option = click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+                                help="bf16: autocast where the device does bf16 natively (faster; figures and "
+                                     "pictures differ slightly from fp32).")
+
+
 def entry_point(command: click.Command):
     """Turn a click command into a console-script function with the scenetools exit codes."""
 

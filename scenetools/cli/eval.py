@@ -31,7 +31,7 @@ from . import common
               "--out never replaces: it takes the next free name).")
 @click.option("--chunk", type=click.IntRange(min=1), default=8192, show_default=True,
               help="Rays decoded at once (memory stays bounded whatever the image size).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@common.precision_option
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
 @click.option("--targets", type=click.Choice(["rest", "all", "held_out"]),
               help="Score the views that are not inputs (rest: novel views only), every view, or the "

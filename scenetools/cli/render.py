@@ -12,9 +12,10 @@ import numpy as np
 
 from .. import camera_paths, cameras
 from .. import checkpoint as ckpt
-from ..device import pick as pick_device
 from ..atomic import atomic_output, check_new_output, remove, safe_name
 from ..data import SceneDataset, ViewSelection, view_selection
+from ..device import autocast
+from ..device import pick as pick_device
 from ..errors import BadInput
 from ..framestream import encode_frame, write_folder_frame
 from ..models.base import encode_for_inference, encoder_inputs
@@ -96,6 +97,7 @@ def scenes_to_render(checkpoint: dict, run: Path | None, source, data: Path | No
               "camera_path.json, to edit and render again with --motion path.")
 @click.option("--fps", type=float, default=30, show_default=True, help="Recorded in --save-path.")
 @click.option("--chunk", type=click.IntRange(min=1), default=8192, show_default=True, help="Rays decoded at once.")
+@common.precision_option
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda when available.")
 @click.option("--input-views", help="Comma-separated views given to the model as its inputs, e.g. 64 (SRN "
               "one-shot) [the config's data.evaluation, else the first views].")
@@ -105,7 +107,7 @@ def scenes_to_render(checkpoint: dict, run: Path | None, source, data: Path | No
 @click.option("--config", "preset", help="For a reference model.pt only: its model and config, e.g. osrt/msn.")
 @common.options
 def command(source, data, scene, motion, path_file, frames, fade, size, outputs, out, overwrite, pointcloud_mode,
-            pointcloud_out, save_path, fps, chunk, device, input_views, overrides, preset):
+            pointcloud_out, save_path, fps, chunk, precision, device, input_views, overrides, preset):
     """Render frames of a scene along a camera path: the reference motions (rotate, zoom,
     closeup, rotate_and_closeup, eyeroll), a spiral, or a nerfstudio camera_path.json.
 
@@ -164,7 +166,7 @@ def command(source, data, scene, motion, path_file, frames, fade, size, outputs,
         latent = encode_for_inference(model, {k: v[None].to(device) for k, v in encoder_inputs(item).items()})
         frames_out = render_path(model, latent, path, height, width, item["render_range"].tolist(), device, chunk,
                                  outputs=model_outputs(wanted, model), class_names=scenes.semantic_classes,
-                                 points="pointcloud" in wanted)
+                                 points="pointcloud" in wanted, autocast=autocast(device, precision))
         inputs_uint8 = [to_uint8(image.permute(1, 2, 0)) for image in item["input_images"]]
         points = PointClouds(pointcloud_mode == "per-frame", pointcloud_out,
                              ply_comments(scenes, index, model)) if "pointcloud" in wanted else None
