@@ -28,19 +28,20 @@ outputs=input,rgb
 frames=120
 [ "$model" = osrt ] && outputs=input,rgb,segmentation
 evaluate=(--split test --targets rest)
-render=()
-if [ "$model" = obsurf ]; then  # volume rendering: a hundred times the work of a light field; bf16, 4 test scenes
-    # with their first input view, 24 frames
-    outputs=input,rgb,depth,segmentation,slots frames=24
-    evaluate=(--split test --scenes 4 --items-per-scene 1 --precision bf16)
-    render=(--precision bf16)
+render=() video=()
+if [ "$model" = obsurf ]; then  # volume rendering, a hundred times the work of a light field, fits in 10
+    # minutes as: 200 steps, 3 test scenes with their first input view, 16 frames at 8 fps, bf16
+    steps="${DEMO_STEPS:-200}" outputs=input,rgb,depth,segmentation,slots frames=16
+    evaluate=(--split test --scenes 3 --items-per-scene 1 --precision bf16)
+    render=(--precision bf16) video=(--fps 8)
 fi
 
 echo "== fresh run: scene-train $model (CPU config, $steps steps)"
 scene-train "$model" "$out/synthetic.h5" --config synthetic --max-steps "$steps" --out "$out/$model-fresh"
 scene-eval "$out/$model-fresh" "$out/synthetic.h5" "${evaluate[@]}" --out "$out/$model-fresh-test.json" --overwrite
 scene-render "$out/$model-fresh" --scene "$scene" --motion rotate --fade --frames "$frames" \
-    --outputs "$outputs" ${render[@]+"${render[@]}"} -o - | scene-video -o "$out/$model-fresh-orbit.mp4" --overwrite
+    --outputs "$outputs" ${render[@]+"${render[@]}"} -o - \
+    | scene-video ${video[@]+"${video[@]}"} -o "$out/$model-fresh-orbit.mp4" --overwrite
 
 if [ "$model" = srt ]; then
     echo "== shipped demo checkpoint (examples/demo-checkpoint/srt-synthetic.pt)"

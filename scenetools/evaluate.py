@@ -73,6 +73,7 @@ def evaluate(model, scenes: SceneFile, split: str, data_config: dict, device, ma
     """Score ``model`` on ``split``; returns (summary {metric: (mean, std)}, per-item rows).
     Metrics pooled over all items rather than averaged (``category_miou``) have std None.
     ``segmentation_size``: side of the grid the input-view ARI is scored on (None: every pixel)."""
+    torch.manual_seed(0)  # models that sample in inference (ObSuRF's initial slots) score the same every run
     dataset = make_dataset(scenes, split, data_config, seed=0, num_rays=None)
     items = evaluation_items(dataset, max_scenes, items_per_scene)
     renderers = sources.baselines(scenes)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+import torch
 
 from .. import camera_paths, cameras
 from .. import checkpoint as ckpt
@@ -163,6 +164,7 @@ def command(source, data, scene, motion, path_file, frames, fade, size, outputs,
             with atomic_output(save_path) as tmp:
                 camera_paths.save_camera_path(path, height, width, fps, tmp)
 
+        torch.manual_seed(0)  # models that sample in inference (ObSuRF's initial slots) render the same every run
         latent = encode_for_inference(model, {k: v[None].to(device) for k, v in encoder_inputs(item).items()})
         frames_out = render_path(model, latent, path, height, width, item["render_range"].tolist(), device, chunk,
                                  outputs=model_outputs(wanted, model), class_names=scenes.semantic_classes,
