@@ -2,9 +2,9 @@
 ObSuRF (rgb alone: ObSuRF volume-renders, coarse and fine samples through every slot).
 
 Two sizes of each model: the CPU configs the demos render with (*/synthetic) and the
-reference CLEVR3D sizes (*/clevr3d). The scene is encoded once (timed separately); each
-frame decodes every pixel's ray in chunks of 8192, as scene-render does. Weights are random:
-speed does not depend on them.
+reference CLEVR3D sizes (*/clevr3d), each in fp32 and in bf16 autocast (scene-render
+--precision). The scene is encoded once (timed separately); each frame decodes every pixel's
+ray in chunks of 8192, as scene-render does. Weights are random: speed does not depend on them.
 """
 import statistics
 import sys
@@ -20,6 +20,7 @@ from common import random_batch, write_result  # noqa: E402
 from scenetools import cameras  # noqa: E402
 from scenetools import config as configs  # noqa: E402
 from scenetools.camera_paths import SceneFrame, motion_path  # noqa: E402
+from scenetools.device import autocast  # noqa: E402
 from scenetools.models import build_model  # noqa: E402
 from scenetools.render import render_path  # noqa: E402
 
@@ -28,7 +29,7 @@ MODELS = {"srt": ("srt/synthetic", "srt/clevr3d"), "osrt": ("osrt/synthetic", "o
 SIZES, FRAMES = (64, 128), 6
 
 
-def measure(model_name, preset, size):
+def measure(model_name, preset, size, precision="fp32"):
     torch.manual_seed(0)
     model = build_model(model_name, configs.resolve(model_name, preset)["model"]).eval()
     data = random_batch()
@@ -40,7 +41,9 @@ def measure(model_name, preset, size):
     K = cameras.intrinsics(1.1 * size, 1.1 * size, size / 2, size / 2)
     path = motion_path("rotate", base, K, SceneFrame(base[None], [0, 0, 1]), FRAMES + 1)
     times, last = [], time.perf_counter()
-    for _ in render_path(model, scene, path, size, size, (0.5, 60.0), torch.device("cpu"), outputs=()):  # rgb
+    cpu = torch.device("cpu")
+    for _ in render_path(model, scene, path, size, size, (0.5, 60.0), cpu, outputs=(),  # rgb
+                         autocast=autocast(cpu, precision)):
         now = time.perf_counter()
         times.append(now - last)
         last = now
@@ -54,10 +57,11 @@ def main():
     for model_name, presets in MODELS.items():
         for preset in presets:
             for size in SIZES:
-                key = f"{preset}@{size}x{size}"
-                results[key] = measure(model_name, preset, size)
-                print(key, results[key], file=sys.stderr)
-    write_result("render_speed", {"setting": {"frames": FRAMES, "chunk": 8192, "precision": "fp32",
+                for precision in ("fp32", "bf16"):
+                    key = f"{preset}@{size}x{size}/{precision}"
+                    results[key] = measure(model_name, preset, size, precision)
+                    print(key, results[key], file=sys.stderr)
+    write_result("render_speed", {"setting": {"frames": FRAMES, "chunk": 8192, "precision": "fp32 and bf16",
                                               "threads": torch.get_num_threads()}, "results": results,
                                   "note": "weights are random; speed does not depend on them"})
 

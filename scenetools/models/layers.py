@@ -45,6 +45,13 @@ class RayEncoder(nn.Module):
         """camera_pos [..., 3], rays [..., 3] -> [..., dim]."""
         return torch.cat([self.pos_encoding(camera_pos), self.ray_encoding(rays)], -1)
 
+    def image(self, camera_pos: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
+        """Channels-first encoding of whole images: camera_pos [N, 3], rays [N, H, W, 3] ->
+        [N, dim, H, W]; the position encoding is shared by all pixels of an image."""
+        N, H, W, _ = rays.shape
+        pos = self.pos_encoding(camera_pos)[:, :, None, None].expand(-1, -1, H, W)
+        return torch.cat([pos, self.ray_encoding(rays).permute(0, 3, 1, 2)], 1)
+
 
 def linear(in_dim: int, out_dim: int, bias: bool = True, init_scheme: str = "torch") -> nn.Linear:
     """A Linear layer with one of the initialisations the reference code uses.
@@ -130,14 +137,12 @@ class Transformer(nn.Module):
         return x
 
 
-def conv2d_with_constant_channels(conv: nn.Conv2d, x: torch.Tensor, constant: torch.Tensor,
-                                  at: int | None = None) -> torch.Tensor:
-    """``conv`` of x with the channels ``constant`` inserted at channel ``at`` (default: after
-    x's channels), each broadcast over the pixels, without making the broadcast.
+def conv2d_with_constant_channels(conv: nn.Conv2d, x: torch.Tensor, constant: torch.Tensor) -> torch.Tensor:
+    """``conv(cat([x, constant broadcast over the pixels], 1))`` without the broadcast.
 
-    x [B, Cx, H, W]; constant [B, Cc], values that are the same at every pixel of an image
-    (e.g. the encoding of its camera position); ``conv`` has Cx + Cc input channels, zero
-    padding, no dilation or groups -> [B, out, H', W'], equal up to rounding.
+    x [B, Cx, H, W]; constant [B, Cc], the last Cc input channels of ``conv`` (zero padding,
+    no dilation or groups), each the same value at every pixel of an image (e.g. the encoding
+    of its camera position) -> [B, out, H', W'], equal up to rounding.
 
     Why: such channels often outnumber the varying ones, and the conv would spend most of its
     work on them. At an output pixel, a constant channel contributes the kernel taps that fall
@@ -145,12 +150,9 @@ def conv2d_with_constant_channels(conv: nn.Conv2d, x: torch.Tensor, constant: to
     kernel ``taps = W_c @ constant`` [B, out, kh, kw] summed over the taps in range: a sum
     that separates into rows and columns.
     """
-    Cx, Cc = x.shape[1], constant.shape[1]
-    at = Cx if at is None else at
-    weight = conv.weight
-    varying_weight = weight[:, :Cx] if at == Cx else torch.cat([weight[:, :at], weight[:, at + Cc:]], 1)
-    varying = F.conv2d(x, varying_weight, conv.bias, conv.stride, conv.padding)
-    taps = torch.einsum("ocij,bc->boij", weight[:, at:at + Cc], constant.to(weight.dtype))
+    Cx = x.shape[1]
+    varying = F.conv2d(x, conv.weight[:, :Cx], conv.bias, conv.stride, conv.padding)
+    taps = torch.einsum("ocij,bc->boij", conv.weight[:, Cx:], constant.to(conv.weight.dtype))
 
     def in_range(size, out_size, kernel, stride, padding):  # [kernel, out_size]: tap i reaches the image
         start = torch.arange(out_size, device=x.device)[None] * stride - padding
@@ -172,11 +174,8 @@ class ConvBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, hidden_channels, 3, stride=1, padding=1, bias=False)
         self.conv2 = nn.Conv2d(hidden_channels, out_channels, 3, stride=2, padding=1, bias=False)
 
-    def forward(self, x, constant=None, at=None):
-        """x [B, C, H, W]; ``constant`` [B, Cc]: further input channels, the same at every
-        pixel, at channel ``at`` (see :func:`conv2d_with_constant_channels`)."""
-        x = self.conv1(x) if constant is None else conv2d_with_constant_channels(self.conv1, x, constant, at)
-        return F.relu(self.conv2(F.relu(x)))
+    def forward(self, x):
+        return F.relu(self.conv2(F.relu(self.conv1(x))))
 
 
 def slot_attention_round(slots, q, k, v, gru: nn.GRUCell, scale: float, eps: float) -> torch.Tensor:

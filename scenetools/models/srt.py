@@ -56,12 +56,8 @@ class SRTEncoder(nn.Module):
     def forward(self, images, camera_pos, rays):
         """images [B, I, 3, H, W], camera_pos [B, I, 3], rays [B, I, H, W, 3] -> [B, I * P, dim]."""
         B, I = images.shape[:2]
-        # conv input per pixel: [image, camera position encoding, ray encoding]; the position
-        # encoding is the same at every pixel of a view, so it is passed as constants
-        rays = self.ray_encoder.ray_encoding(rays.flatten(0, 1)).permute(0, 3, 1, 2)
-        x = torch.cat([images.flatten(0, 1), rays], 1)
-        x = self.conv_blocks[0](x, self.ray_encoder.pos_encoding(camera_pos.flatten(0, 1)), at=3)
-        x = self.patch_projection(self.conv_blocks[1:](x))  # [B * I, dim, h, w]
+        x = torch.cat([images.flatten(0, 1), self.ray_encoder.image(camera_pos.flatten(0, 1), rays.flatten(0, 1))], 1)
+        x = self.patch_projection(self.conv_blocks(x))  # [B * I, dim, h, w]
         if not self.improved:
             h, w = x.shape[-2:]
             x = x + self.patch_embedding[:, :, :h, :w]
