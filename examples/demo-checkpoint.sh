@@ -21,20 +21,20 @@ set -euo pipefail
 model="${DEMO_MODEL:-srt}"
 out="${DEMO_CHECKPOINT_DIR:-outputs/demo-checkpoint}"
 ship=examples/demo-checkpoint
+# the SRT and OSRT checkpoints train on the same scenes, converted once into one file
+v3_scenes=(--scenes 10000 --views 10 --size 64 --seed 1 --generator-version 3)
 case "$model" in
-    srt) steps="${DEMO_CHECKPOINT_STEPS:-17000}"
-        data=(--scenes 10000 --views 10 --size 64 --seed 1 --generator-version 3) ;;
-    osrt) steps="${DEMO_CHECKPOINT_STEPS:-20000}"
-        data=(--scenes 10000 --views 10 --size 64 --seed 1 --generator-version 3) ;;
-    srn) steps="${DEMO_CHECKPOINT_STEPS:-3000}"
+    srt) steps="${DEMO_CHECKPOINT_STEPS:-17000}" scenes="$out/scenes-v3.h5" data=("${v3_scenes[@]}") ;;
+    osrt) steps="${DEMO_CHECKPOINT_STEPS:-20000}" scenes="$out/scenes-v3.h5" data=("${v3_scenes[@]}") ;;
+    srn) steps="${DEMO_CHECKPOINT_STEPS:-3000}" scenes="$out/srn-train.h5"
         data=(--kind objects --scenes 1000 --views 30 --test-views 50 --size 64 --seed 1) ;;
     *) echo "examples/demo-checkpoint.sh: no demo checkpoint recipe for $model" >&2; exit 2 ;;
 esac
 mkdir -p "$out" "$ship"
 
-[ -f "$out/$model-train.h5" ] || scene-convert --from synthetic "$out/$model-train.h5" "${data[@]}"
+[ -f "$scenes" ] || scene-convert --from synthetic "$scenes" "${data[@]}"
 start=$(date +%s)
-scene-train "$model" "$out/$model-train.h5" --config synthetic --max-steps "$steps" --out "$out/$model"
+scene-train "$model" "$scenes" --config synthetic --max-steps "$steps" --out "$out/$model"
 python -m scenetools.checkpoint export "$out/$model/checkpoints/latest.pt" "$ship/$model-synthetic.pt"
 cp "$out/$model/metrics.jsonl" "$ship/$model-metrics.jsonl"
 cp "$out/$model/config.yaml" "$ship/$model-config.yaml"
