@@ -9,7 +9,7 @@ DEV    := $(VENV)/.installed-dev
 # The tools on PATH for the example scripts.
 TOOLS   = PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: install test demo demo-osrt demo-obsurf demo-srn demo-semantic demo-checkpoint demo-checkpoint-osrt demo-checkpoint-srn bench results clean
+.PHONY: install test demo demo-osrt demo-obsurf demo-srn demo-semantic demo-checkpoint demo-checkpoint-osrt demo-checkpoint-obsurf demo-checkpoint-srn bench results clean
 
 # The tools alone; `make test` adds what the tests need (pytest, scikit-learn, tensorflow-cpu).
 install: $(STAMP)
@@ -55,6 +55,10 @@ demo-checkpoint: install
 # The same for the OSRT demo checkpoint (examples/demo-checkpoint/osrt-synthetic.pt).
 demo-checkpoint-osrt: install
 	DEMO_MODEL=osrt $(TOOLS) examples/demo-checkpoint.sh
+
+# The same for the ObSuRF demo checkpoint (examples/demo-checkpoint/obsurf-synthetic.pt).
+demo-checkpoint-obsurf: install
+	DEMO_MODEL=obsurf $(TOOLS) examples/demo-checkpoint.sh
 
 # The same for the SRN demo checkpoint (examples/demo-checkpoint/srn-synthetic.pt).
 demo-checkpoint-srn: install

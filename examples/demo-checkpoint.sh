@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces a shipped demo checkpoint (run by `make demo-checkpoint`, `make
-# demo-checkpoint-osrt` or `make demo-checkpoint-srn`; hours on a CPU; resumable: run it
+# demo-checkpoint-osrt`, `make demo-checkpoint-obsurf` or `make demo-checkpoint-srn`; hours on a CPU; resumable: run it
 # again to continue).
 #   srt (DEMO_MODEL=srt, the default):
 #     1. 10,000 synthetic scenes with seed 1: other scenes than the demo file's (seed 0), whose
@@ -10,6 +10,8 @@
 #     2. scene-train srt with the CPU config, 17,000 steps from scratch
 #   osrt (DEMO_MODEL=osrt): the same scenes as srt; scene-train osrt with the CPU config,
 #     20,000 steps from scratch
+#   obsurf (DEMO_MODEL=obsurf): the same scenes again (they carry depth and instance ids);
+#     scene-train obsurf with the CPU config, 10,000 steps from scratch
 #   srn (DEMO_MODEL=srn):
 #     1. 1,000 single objects with seed 1 (make demo-srn's are seed 0), 30 views per training
 #        object, of which srn/synthetic holds out the last 5, and 50 per val and test object
@@ -21,11 +23,12 @@ set -euo pipefail
 model="${DEMO_MODEL:-srt}"
 out="${DEMO_CHECKPOINT_DIR:-outputs/demo-checkpoint}"
 ship=examples/demo-checkpoint
-# the SRT and OSRT checkpoints train on the same scenes, converted once into one file
+# the SRT, OSRT and ObSuRF checkpoints train on the same scenes, converted once into one file
 v3_scenes=(--scenes 10000 --views 10 --size 64 --seed 1 --generator-version 3)
 case "$model" in
     srt) steps="${DEMO_CHECKPOINT_STEPS:-17000}" scenes="$out/scenes-v3.h5" data=("${v3_scenes[@]}") ;;
     osrt) steps="${DEMO_CHECKPOINT_STEPS:-20000}" scenes="$out/scenes-v3.h5" data=("${v3_scenes[@]}") ;;
+    obsurf) steps="${DEMO_CHECKPOINT_STEPS:-10000}" scenes="$out/scenes-v3.h5" data=("${v3_scenes[@]}") ;;
     srn) steps="${DEMO_CHECKPOINT_STEPS:-3000}" scenes="$out/srn-train.h5"
         data=(--kind objects --scenes 1000 --views 30 --test-views 50 --size 64 --seed 1) ;;
     *) echo "examples/demo-checkpoint.sh: no demo checkpoint recipe for $model" >&2; exit 2 ;;
