@@ -5,9 +5,10 @@
 #      DEMO_MODEL=osrt (`make demo-osrt`), or ObSuRF with DEMO_MODEL=obsurf (`make demo-obsurf`)
 #   3. score it on the novel views of the held-out test scenes, next to two baselines on the
 #      same pixels
-#   4. (SRT) score the shipped demo checkpoint, trained for hours on other synthetic scenes
-#      (examples/demo-checkpoint/), on the same test scenes
-#   5. videos orbiting a held-out scene: the shipped checkpoint's, and the fresh run's. A plain
+#   4. where the model has a shipped demo checkpoint (SRT, ObSuRF), score it on the same test
+#      scenes: trained for hours on other synthetic scenes (examples/demo-checkpoint/)
+#   5. videos orbiting a held-out scene: the fresh run's, and the shipped checkpoint's (ObSuRF's
+#      with its depth, segmentation and per-slot renders). A plain
 #      orbit at the cameras' distance: the synthetic cameras all stand 10 units from the centre,
 #      so closeups (rotate_and_closeup) leave what the models were trained on
 # Outputs go to outputs/demo/ (override with DEMO_DIR). Running it again reuses what exists.
@@ -43,11 +44,12 @@ scene-render "$out/$model-fresh" --scene "$scene" --motion rotate --fade --frame
     --outputs "$outputs" ${render[@]+"${render[@]}"} -o - \
     | scene-video ${video[@]+"${video[@]}"} -o "$out/$model-fresh-orbit.mp4" --overwrite
 
-if [ "$model" = srt ]; then
-    echo "== shipped demo checkpoint (examples/demo-checkpoint/srt-synthetic.pt)"
-    scene-eval examples/demo-checkpoint/srt-synthetic.pt "$out/synthetic.h5" --split test --targets rest \
-        --out "$out/srt-checkpoint-test.json" --images "$out/srt-checkpoint-test-images" --overwrite
-    scene-render examples/demo-checkpoint/srt-synthetic.pt --data "$out/synthetic.h5" --scene "$scene" \
-        --motion rotate --fade --frames 120 --outputs input,rgb -o - \
-        | scene-video -o "$out/srt-checkpoint-orbit.mp4" --overwrite
+shipped="examples/demo-checkpoint/$model-synthetic.pt"
+if [ -f "$shipped" ]; then
+    echo "== shipped demo checkpoint ($shipped)"
+    scene-eval "$shipped" "$out/synthetic.h5" "${evaluate[@]}" --out "$out/$model-checkpoint-test.json" \
+        --images "$out/$model-checkpoint-test-images" --overwrite
+    scene-render "$shipped" --data "$out/synthetic.h5" --scene "$scene" --motion rotate --fade --frames "$frames" \
+        --outputs "$outputs" ${render[@]+"${render[@]}"} -o - \
+        | scene-video ${video[@]+"${video[@]}"} -o "$out/$model-checkpoint-orbit.mp4" --overwrite
 fi
