@@ -152,7 +152,11 @@ class SRN(SceneModel):
     def surface(self, code: torch.Tensor, camera_pos: torch.Tensor, rays: torch.Tensor) -> tuple:
         """(φ's feature [B, R, phi_hidden] at the point each ray marches to, that point's
         distance along the ray [B, R])."""
-        phi_params = self.hypernetwork(code)
+        # in float32 also under autocast: its last layers hold 50M weights, and casting those
+        # to bf16 and their gradients back (every step) costs far more than the four rows
+        # of codes it multiplies
+        with torch.autocast(code.device.type, enabled=False):
+            phi_params = self.hypernetwork(code.float())
         phi = lambda points: HyperMLP.apply(phi_params, points)  # noqa: E731
         start = torch.full(rays.shape[:2], self.initial_distance, device=rays.device, dtype=rays.dtype)
         if self.training and self.initial_distance_std:
