@@ -186,3 +186,21 @@ def test_a_conv_over_constant_channels_equals_the_conv_of_their_broadcast(kernel
     x, constant = torch.randn(2, 4, 17, 13, dtype=torch.float64), torch.randn(2, 6, dtype=torch.float64)
     full = torch.cat([x, constant[:, :, None, None].expand(-1, -1, 17, 13)], 1)
     assert torch.allclose(conv2d_with_constant_channels(conv, x, constant), conv(full), atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("context", [80, 300, 600, 1100])
+def test_attention_multiplied_out_on_short_contexts_equals_sdpa(dtype, tolerance, context):
+    """attend() writes short contexts out as two products (faster on the CPU): the same
+    attention as torch's SDPA, in values and in gradients, on both sides of the switch."""
+    from torch.nn.functional import scaled_dot_product_attention
+
+    from scenetools.models.layers import attend
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, n, 16, dtype=dtype, requires_grad=True) for n in (50, context, context))
+    gradient = torch.randn(2, 3, 50, 16, dtype=dtype)
+    ours, expected = attend(q, k, v), scaled_dot_product_attention(q, k, v)
+    ours_grads = torch.autograd.grad(ours, (q, k, v), gradient)
+    expected_grads = torch.autograd.grad(expected, (q, k, v), gradient)
+    for a, b in zip((ours, *ours_grads), (expected, *expected_grads)):
+        assert torch.allclose(a.float(), b.float(), atol=tolerance, rtol=tolerance)
