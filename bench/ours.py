@@ -26,7 +26,6 @@ From a reference batch (see bench/references.py) to ours:
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 
@@ -38,7 +37,7 @@ from scenetools.models import build_model
 from scenetools.sources.obsurf import RENDER_RANGE, camera_to_world, obsurf_intrinsics
 from scenetools.sources.srn import NEAR_FAR as SRN_NEAR_FAR
 from scenetools.sources.srn import PIXEL_CENTRE_SHIFT
-from scenetools.train import BadSteps, make_optimizer
+from scenetools.train import BadSteps, clip_gradients, make_optimizer
 
 PRESETS = {"srt": "srt/clevr3d", "osrt": "osrt/clevr3d", "obsurf": "obsurf/clevr3d", "srn": "srn/cars"}
 CPU = torch.device("cpu")
@@ -83,8 +82,7 @@ class Trainer:
             loss, _ = self.model(batch, step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training.get("grad_clip") or math.inf)
-        if self.bad_steps.check(step, float(grad_norm)):
+        if self.bad_steps.check(step, clip_gradients(self.model, self.training.get("grad_clip"))):
             self.optimizer.step()
         return loss.item()
 

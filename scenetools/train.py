@@ -74,6 +74,15 @@ def make_optimizer(model, lr: float, device: torch.device):
         return torch.optim.Adam(parameters, lr=lr)
 
 
+def clip_gradients(model, limit: float | None) -> float:
+    """The total norm of the gradients (before clipping), which the bad-step guard reads;
+    with a ``limit``, gradients above it are scaled down to it. Without one only the norm is
+    taken: clip_grad_norm_ to infinity would also multiply every gradient by 1."""
+    if limit:
+        return float(torch.nn.utils.clip_grad_norm_(model.parameters(), limit))
+    return float(torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None]))
+
+
 # ----------------------------------------------------------------------------- run folder
 
 class Run:
@@ -317,8 +326,7 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
                 group["lr"] = learning_rate(step, training)
             optimizer.zero_grad(set_to_none=True)
             loss, logs, prediction, batch = forward_backward(net, batches, step, precision, accumulate, process.device)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), training.get("grad_clip") or math.inf)
-            if bad_steps.check(step, float(grad_norm)):
+            if bad_steps.check(step, clip_gradients(model, training.get("grad_clip"))):
                 optimizer.step()
             step += 1
             window_rays += batch["target_rays"].shape[0] * batch["target_rays"].shape[1] * process.world_size * accumulate

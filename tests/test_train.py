@@ -333,3 +333,17 @@ def test_device_cuda_without_cuda_exits_2_writing_nothing(data, tmp_path):
         pytest.skip("this machine has CUDA")
     result = subprocess.run(train_args(data, tmp_path / "run", "--device", "cuda"), capture_output=True, text=True)
     assert result.returncode == 2 and "no CUDA device" in result.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("limit", [None, 0.5, 100.0])
+def test_clip_gradients_returns_the_norm_before_clipping_and_clips_only_above_a_limit(limit):
+    from scenetools.train import clip_gradients
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    values = [torch.tensor([[3.0, 0.0], [0.0, 4.0]]), torch.tensor([0.0, 12.0]), None, torch.tensor([0.0])]
+    for parameter, grad in zip(model.parameters(), values):  # one parameter without a gradient
+        parameter.grad = grad
+    norm = clip_gradients(model, limit)
+    assert norm == pytest.approx(13.0)  # sqrt(9 + 16 + 144), by hand
+    scale = min(1.0, limit / 13.0) if limit else 1.0
+    assert float(model[0].weight.grad[1, 1]) == pytest.approx(4.0 * scale, rel=1e-5)
+    assert float(model[0].bias.grad[1]) == pytest.approx(12.0 * scale, rel=1e-5)
