@@ -80,19 +80,30 @@ def linear(in_dim: int, out_dim: int, bias: bool = True, init_scheme: str = "tor
     return layer
 
 
-#: Context lengths up to which :func:`attend` multiplies out the attention on the CPU, by the
-#: dtype of the queries. There SDPA's flash kernel loses to two plain products over short
-#: contexts, by far in bf16. Forward and backward of 2 x 12 heads, measured on one thread
-#: (SDPA against products, ms): self-attention over 80 tokens (SRT's CLEVR3D set-latent)
-#: 8.5 / 1.9 in bf16 and 2.4 / 2.0 in fp32; 1,024 rays onto those 80 tokens 21 / 11 in bf16,
-#: 22.6 / 22.6 in fp32; over 300 tokens (OSRT's) 26 / 11 in bf16 but 23 / 25 in fp32; over
-#: 512, 52 / 23 in bf16; over 1,024, 164 / 217 in bf16.
-SHORT_CONTEXT = {torch.bfloat16: 512, torch.float32: 128}
+#: When :func:`attend` multiplies the attention out on the CPU instead of calling SDPA, whose
+#: flash kernel loses to two plain products on small problems, by far in bf16: in bf16 up to
+#: 512 keys, in fp32 up to 40,000 query-key pairs per head. Forward and backward of 2 x 12
+#: heads of 64, one thread, SDPA against products in ms on an AMD EPYC (avx512_bf16; an Intel
+#: Xeon with AMX agreed within the bounds). bf16: self-attention over 80 tokens (SRT's CLEVR3D
+#: set-latent) 4.9 / 0.8; 1,024 rays onto those 80 tokens 22.9 / 15.3; over 300 tokens (OSRT's)
+#: 24.8 / 7.8; over 512, 58 / 35; over 1,024, 179 / 160. fp32: over 80 tokens 2.0 / 1.6; over
+#: 200, 10.0 / 8.9; over 300, 23.7 / 30.0; 1,024 rays onto 80 tokens 27.2 / 32.5.
+SHORT_CONTEXT_BF16 = 512
+SMALL_SCORES_FP32 = 40_000
+
+
+def multiplies_out(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether :func:`attend` writes out the products for queries ``q`` and keys ``k``."""
+    if q.device.type != "cpu":
+        return False
+    if q.dtype == torch.bfloat16:
+        return k.shape[-2] <= SHORT_CONTEXT_BF16
+    return q.dtype == torch.float32 and q.shape[-2] * k.shape[-2] <= SMALL_SCORES_FP32
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q kᵀ / √d) v for q [B, H, N, d], k and v [B, H, M, d] -> [B, H, N, d]."""
-    if q.device.type != "cpu" or k.shape[-2] > SHORT_CONTEXT.get(q.dtype, 0):
+    if not multiplies_out(q, k):
         return F.scaled_dot_product_attention(q, k, v)
     scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
     return torch.matmul(scores.softmax(-1), v)
