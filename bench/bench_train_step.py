@@ -40,7 +40,6 @@ Without DIR the ratio is not measured: ours alone, fp32 and bf16 interleaved, on
 our own converter and loader over the same folder. The machine is shared, so figures are
 noisy; ratios from the same run are the ones to read.
 """
-import argparse
 import math
 import os
 import statistics
@@ -53,7 +52,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT), str(ROOT / "tests")]
 
-from common import Worker, apply_threads, matmul_peaks, peak_rss_mb, serve, spread, write_result  # noqa: E402
+from common import (Worker, apply_threads, matmul_peaks, models_and_reference, peak_rss_mb, serve, spread,  # noqa: E402
+                    write_result)
 
 #: rays (points) per scene, and the issues' goals: speedup over the reference in fp32, and
 #: over the reference with bf16 autocast and fused Adam (None: no goal set). A model with
@@ -387,15 +387,7 @@ def check_reference(ref_dir: Path, names) -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ref", type=Path, default=os.environ.get("BENCH_REF") or None,
-                        help="folder holding the reference repositories srt, osrt, obsurf, srn (default: $BENCH_REF)")
-    parser.add_argument("models", nargs="*", metavar="MODEL", help=f"any of {', '.join(MODELS)} (default: all)")
-    args = parser.parse_args()
-    models = args.models or list(MODELS)
-    if set(models) - set(MODELS):
-        parser.error(f"unknown models {sorted(set(models) - set(MODELS))}; known: {', '.join(MODELS)}")
-    ref_dir = args.ref.resolve() if args.ref else None
+    models, ref_dir = models_and_reference(__doc__.splitlines()[0], MODELS, "default: all")
     if ref_dir:
         check_reference(ref_dir, models)
     else:

@@ -5,6 +5,7 @@ The machine is shared and noisy, so every figure is a median over repeats, and
 comparisons are ratios measured in the same run. torch is imported where it is used, so
 that a child which only measures its memory (bench_convert) does not load it.
 """
+import argparse
 import json
 import os
 import platform
@@ -41,6 +42,20 @@ def median_seconds(function, repeats: int) -> tuple:
 def spread(times) -> dict:
     """Median, min and max of a list of seconds, rounded to the millisecond."""
     return {"median": round(statistics.median(times), 3), "min": round(min(times), 3), "max": round(max(times), 3)}
+
+
+def models_and_reference(description: str, known, default_note: str) -> tuple:
+    """The command line ``[--ref DIR] [MODEL ...]`` of a bench against the references (DIR
+    defaults to $BENCH_REF): (the models, all of ``known`` by default; DIR resolved, or None)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--ref", type=Path, default=os.environ.get("BENCH_REF") or None,
+                        help="folder holding the reference repositories (default: $BENCH_REF)")
+    parser.add_argument("models", nargs="*", metavar="MODEL", help=f"any of {', '.join(known)} ({default_note})")
+    args = parser.parse_args()
+    models = args.models or list(known)
+    if set(models) - set(known):
+        parser.error(f"unknown models {sorted(set(models) - set(known))}; known: {', '.join(known)}")
+    return models, args.ref.resolve() if args.ref else None
 
 
 def peak_rss_mb() -> float:
