@@ -39,7 +39,8 @@ from .atomic import atomic_output, safe_name
 from . import cameras, sources
 from .data import make_dataset, nearest_pixels
 from .errors import BadInput
-from .metrics import (SSIM_WINDOW, adjusted_rand_index, category_mean_iou, iou_counts, lpips_model, majority_labels,
+from .lpips import MIN_SIZE as LPIPS_MIN_SIZE
+from .metrics import (SSIM_WINDOW, adjusted_rand_index, category_mean_iou, iou_counts, majority_labels,
                       masked_mse, mean_iou, mean_std, psnr_from_mse, ssim)
 from .models.base import encode_for_inference, encoder_inputs, near_far
 from .progress import progress
@@ -69,15 +70,16 @@ SCORED_OUTPUTS = ("depth", "segmentation", "semantic")
 
 def evaluate(model, scenes: SceneFile, split: str, data_config: dict, device, max_scenes=None,
              chunk: int = 8192, precision: str = "fp32", images_dir=None, segmentation_size: int | None = 64,
-             items_per_scene: int | None = None) -> tuple:
+             items_per_scene: int | None = None, lpips=None) -> tuple:
     """Score ``model`` on ``split``; returns (summary {metric: (mean, std)}, per-item rows).
     Metrics pooled over all items rather than averaged (``category_miou``) have std None.
-    ``segmentation_size``: side of the grid the input-view ARI is scored on (None: every pixel)."""
+    ``segmentation_size``: side of the grid the input-view ARI is scored on (None: every pixel).
+    ``lpips``: a :class:`scenetools.lpips.LPIPS` to score LPIPS with too (None: not scored)."""
     torch.manual_seed(0)  # models that sample in inference (ObSuRF's initial slots) score the same every run
     dataset = make_dataset(scenes, split, data_config, seed=0, num_rays=None)
     items = evaluation_items(dataset, max_scenes, items_per_scene)
     renderers = sources.baselines(scenes)
-    lpips = lpips_model(device)
+    lpips = lpips.to(device) if lpips is not None else None
     context = autocast(device, precision)
     semantic = SemanticScores(scenes, dataset.image_size)
     model.eval()
@@ -120,7 +122,7 @@ def score_item(item: dict, output: dict, scenes: SceneFile, renderers: dict, lpi
     images = lambda flat: flat.reshape(len(views), H, W, 3)  # noqa: E731
     if min(H, W) >= SSIM_WINDOW:  # else SSIM is absent, as any metric the data cannot give
         row["ssim"] = float(ssim(images(pred), images(target)).mean())
-    if lpips is not None:
+    if lpips is not None and min(H, W) >= LPIPS_MIN_SIZE:
         to_lpips = lambda x: images(x).permute(0, 3, 1, 2).to(device) * 2 - 1  # noqa: E731
         row["lpips"] = float(lpips(to_lpips(pred), to_lpips(target)).mean())
     if "segmentation" in output and objects is not None:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import torch
@@ -94,22 +93,6 @@ def adjusted_rand_index(true_ids: torch.Tensor, pred_ids: torch.Tensor, ignore_b
         else:
             results.append(float((index - expected) / (maximum - expected)))
     return torch.tensor(results, dtype=torch.float64)
-
-
-def lpips_model(device):
-    """An LPIPS (AlexNet) metric if the ``lpips`` package and its backbone weights are already
-    on this machine; None otherwise. Never downloads anything."""
-    try:
-        import lpips
-    except ImportError:
-        return None
-    cache = os.path.join(torch.hub.get_dir(), "checkpoints")
-    if not any(name.startswith("alexnet") for name in (os.listdir(cache) if os.path.isdir(cache) else [])):
-        return None
-    try:
-        return lpips.LPIPS(net="alex", verbose=False).to(device).eval()
-    except Exception:  # noqa: BLE001 - any failure to build it means "not available"
-        return None
 
 
 def mean_std(values) -> tuple:

@@ -10,6 +10,7 @@ from .. import checkpoint as ckpt
 from ..device import pick as pick_device
 from ..atomic import atomic_output, check_new_output, free_name
 from ..errors import BadInput
+from ..progress import note
 from ..scenefile import SceneFile
 from ..data import view_selection
 from . import common
@@ -46,16 +47,20 @@ from . import common
               help="Override a value of the checkpoint's config that does not change its weights, e.g. "
                    "--set model.fit.steps=200 (SRN's latent fitting) (repeatable).")
 @click.option("--config", "preset", help="For a reference model.pt only: its model and config, e.g. srt/msn.")
+@click.option("--lpips", "lpips_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Score LPIPS with the weights in DIR: torchvision's alexnet-owt-7be5be79.pth and LPIPS "
+                   "v0.1's alex.pth (default: where torch's hub cache and an installed lpips package keep them; "
+                   "nothing is downloaded).")
 @common.options
 def command(source, data, split, max_scenes, items_per_scene, out, images, overwrite, chunk, precision, device, targets,
-            segmentation_scale, input_views, overrides, preset):
+            segmentation_scale, input_views, overrides, preset, lpips_dir):
     """Score a checkpoint on full target images: PSNR (all pixels and object pixels, with
     the mean-colour and, for synthetic data, background-only baselines), SSIM, ARI and
     FG-ARI (models that segment: on the target views, on the input view, and at the true
     surface points for models that segment 3D points, each next to random slots), mIoU and
     category mIoU (models that predict part classes, next to the majority class per pixel of
     the train split), depth error (models that predict depth), LPIPS when its weights are
-    already on this machine.
+    on this machine (--lpips; stderr says why when not).
 
     \b
     Examples:
@@ -70,6 +75,7 @@ def command(source, data, split, max_scenes, items_per_scene, out, images, overw
         if given:
             check_new_output(given, overwrite)
     input_views = common.parse_views(input_views)
+    lpips = lpips_metric(lpips_dir)
     model, checkpoint, run = ckpt.load_model(source, reference_preset=preset, overrides=overrides)
     device = pick_device(device)
     model.to(device)
@@ -82,7 +88,7 @@ def command(source, data, split, max_scenes, items_per_scene, out, images, overw
         data_config = common.inference_data_config(checkpoint["config"]["data"], input_views, targets)
         summary, rows = evaluate(model, scenes, split, data_config, device, max_scenes, chunk, precision,
                                  images_tmp, segmentation_size=64 if segmentation_scale == "subsample" else None,
-                                 items_per_scene=items_per_scene)
+                                 items_per_scene=items_per_scene, lpips=lpips)
         if not rows:
             raise BadInput(f"no items to evaluate in split {split!r}", data)
     name = run.name if run else Path(source).stem
@@ -93,6 +99,18 @@ def command(source, data, split, max_scenes, items_per_scene, out, images, overw
     csv_path = write_outputs(metrics, rows, out)
     click.echo(summary_table(metrics))
     click.echo(f"metrics  {out}\nper item {csv_path}")
+
+
+def lpips_metric(folder):
+    """LPIPS from ``--lpips DIR`` (a bad DIR is an error), else from the default places (their
+    absence a note on stderr)."""
+    from .. import lpips
+    if folder is not None:
+        return lpips.from_folder(folder)
+    metric, why = lpips.find()
+    if why:
+        note(why)
+    return metric
 
 
 main = common.entry_point(command)
