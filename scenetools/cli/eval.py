@@ -75,12 +75,12 @@ def command(source, data, split, max_scenes, items_per_scene, out, images, overw
         if given:
             check_new_output(given, overwrite)
     input_views = common.parse_views(input_views)
-    lpips = lpips_metric(lpips_dir)
     model, checkpoint, run = ckpt.load_model(source, reference_preset=preset, overrides=overrides)
     device = pick_device(device)
     model.to(device)
     scenes = SceneFile(data)
     scenes.split(split)  # a clear error for a missing split
+    lpips, lpips_missing = lpips_metric(lpips_dir)
     out = out or free_name(run / "eval" / f"{data.stem}-{split}.json" if run else Path("metrics.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:  # the images folder appears only when complete
@@ -99,18 +99,15 @@ def command(source, data, split, max_scenes, items_per_scene, out, images, overw
     csv_path = write_outputs(metrics, rows, out)
     click.echo(summary_table(metrics))
     click.echo(f"metrics  {out}\nper item {csv_path}")
+    if lpips_missing:  # said once the scores exist: an error before then stays the only line on stderr
+        note(lpips_missing)
 
 
-def lpips_metric(folder):
-    """LPIPS from ``--lpips DIR`` (a bad DIR is an error), else from the default places (their
-    absence a note on stderr)."""
+def lpips_metric(folder) -> tuple:
+    """(LPIPS, None) from ``--lpips DIR`` (a bad DIR is an error) or else from the default places;
+    (None, why) when they do not hold it."""
     from .. import lpips
-    if folder is not None:
-        return lpips.from_folder(folder)
-    metric, why = lpips.find()
-    if why:
-        note(why)
-    return metric
+    return (lpips.from_folder(folder), None) if folder is not None else lpips.find()
 
 
 main = common.entry_point(command)
