@@ -68,19 +68,26 @@ def _write(checkpoint: dict, path: Path) -> Path:
     return path
 
 
-def load(path) -> dict:
-    """Read a checkpoint (ours or a reference ``model.pt``) safely; BadInput if it is not one."""
+def read_dict(path, noun: str = "checkpoint") -> dict:
+    """The dict a torch file holds, read safely (``weights_only``); BadInput naming the file if
+    it is missing, unreadable or holds no dict (``noun``: what the messages call it)."""
     path = Path(path)
     if not path.is_file():
-        raise BadInput("no such checkpoint", path)
+        raise BadInput(f"no such {noun}", path)
     try:
         with warnings.catch_warnings():  # torch warns before refusing; our one-line error says it all
             warnings.simplefilter("ignore")
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            saved = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as error:
-        raise BadInput(f"not a readable checkpoint ({' '.join(str(error).split())[:200]})", path) from None
-    if not isinstance(checkpoint, dict):
-        raise BadInput("not a checkpoint (no dict inside)", path)
+        raise BadInput(f"not a readable {noun} ({' '.join(str(error).split())[:200]})", path) from None
+    if not isinstance(saved, dict):
+        raise BadInput(f"not a {noun} (no dict inside)", path)
+    return saved
+
+
+def load(path) -> dict:
+    """Read a checkpoint (ours or a reference ``model.pt``) safely; BadInput if it is not one."""
+    checkpoint = read_dict(path)
     if is_reference(checkpoint):
         return checkpoint
     if checkpoint.get("format") != FORMAT:

@@ -13,13 +13,13 @@ the ``lpips`` package keep them (:func:`default_files`).
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import read_dict
 from .errors import BadInput
 
 BACKBONE_FILE, LINEAR_FILE = "alexnet-owt-7be5be79.pth", "alex.pth"
@@ -80,31 +80,19 @@ def load(backbone_path, linear_path) -> LPIPS:
     """The metric with the weights of these two files; BadInput naming the file if one is
     missing, unreadable or of another network."""
     model = LPIPS()
-    state = {}
+    state = model.state_dict()
     for path, keys in ((backbone_path, {f"convs.{i}.{p}": f"features.{i}.{p}" for i in CONVS for p in ("weight", "bias")}),
                        (linear_path, {f"lins.{k}.weight": f"lin{k}.model.1.weight" for k in range(len(CONVS))})):
-        saved = _read(path)
+        saved = read_dict(path, "weight file")
         for ours, theirs in keys.items():
             if theirs not in saved:
                 raise BadInput(f"not LPIPS's AlexNet weights: no {theirs}", path)
-            if saved[theirs].shape != model.state_dict()[ours].shape:
-                raise BadInput(f"{theirs} has shape {tuple(saved[theirs].shape)}, "
-                               f"not {tuple(model.state_dict()[ours].shape)}", path)
+            if saved[theirs].shape != state[ours].shape:
+                raise BadInput(f"{theirs} has shape {tuple(saved[theirs].shape)}, not {tuple(state[ours].shape)}",
+                               path)
             state[ours] = saved[theirs]
-    model.load_state_dict({**model.state_dict(), **state})
+    model.load_state_dict(state)
     return model.eval().requires_grad_(False)
-
-
-def _read(path) -> dict:
-    if not os.path.isfile(path):
-        raise BadInput("no such file", path)
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is the same bad input
-        raise BadInput(f"not a readable torch file ({type(error).__name__})", path) from None
-    if not isinstance(saved, dict):
-        raise BadInput("not a state dict", path)
-    return saved
 
 
 def from_folder(folder) -> LPIPS:

@@ -86,11 +86,11 @@ def test_lpips_is_the_package_formula_on_weights_in_their_own_files(weights):
 
 def test_a_missing_or_wrong_weight_file_is_bad_input_naming_it(weights, tmp_path):
     folder, _, linear = weights
-    with pytest.raises(BadInput, match="no such file") as error:
+    with pytest.raises(BadInput, match="no such weight file") as error:
         lpips.load(tmp_path / "absent.pth", folder / lpips.LINEAR_FILE)
     assert "absent.pth" in str(error.value)
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
-    with pytest.raises(BadInput, match="not a readable torch file"):
+    with pytest.raises(BadInput, match="not a readable weight file"):
         lpips.load(tmp_path / "junk.pth", folder / lpips.LINEAR_FILE)
     torch.save({k: v[:, :8] for k, v in linear.items()}, tmp_path / "narrow.pth")
     with pytest.raises(BadInput, match="has shape"):
@@ -119,7 +119,7 @@ def test_scene_eval_scores_lpips_from_the_folder_given(weights, scenes64, tmp_pa
 def test_scene_eval_rejects_a_lpips_folder_without_the_weights(scenes64, tmp_path):
     out = tmp_path / "eval.json"
     result = run_command("eval", DEMO, scenes64, "--split", "train", "--out", out, "--lpips", tmp_path)
-    assert_bad_input(result, [tmp_path / lpips.BACKBONE_FILE, "no such file"], out)
+    assert_bad_input(result, [tmp_path / lpips.BACKBONE_FILE, "no such weight file"], out)
 
 
 def test_scene_eval_says_why_lpips_is_missing(scenes64, tmp_path):
