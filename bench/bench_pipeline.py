@@ -56,6 +56,8 @@ CLEVR3D_OVERRIDES = [f"training.batch_size={BATCH}", f"data.num_rays={RAYS}"]
 
 def scene_train(name: str, preset: str, data: Path, precision: str, out: Path, overrides: list) -> dict:
     """Run the scene-train command for STEPS steps; its logged rays per second, per step."""
+    from scenetools.config import load_yaml
+
     env = dict(os.environ)
     if os.environ.get("BENCH_THREADS"):
         env["OMP_NUM_THREADS"] = os.environ["BENCH_THREADS"]
@@ -66,17 +68,12 @@ def scene_train(name: str, preset: str, data: Path, precision: str, out: Path, o
                    stdout=subprocess.DEVNULL)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rates = [line["rays_per_second"] for line in lines if line["split"] == "train" and line["step"] > WARMUP]
-    config = json.loads(json.dumps(_read_yaml(out / "config.yaml")))
+    config = load_yaml(out / "config.yaml")
     rays_per_step = config["training"]["batch_size"] * config["data"]["num_rays"]
     seconds = [rays_per_step / r for r in rates]
     return {"step_seconds": spread(seconds), "rays_per_second": round(rays_per_step / statistics.median(seconds)),
             "batch": config["training"]["batch_size"], "rays_per_scene": config["data"]["num_rays"],
             "loader_workers": config["training"]["num_workers"]}
-
-
-def _read_yaml(path: Path) -> dict:
-    import yaml
-    return yaml.safe_load(path.read_text())
 
 
 def our_loader(name: str, preset: str, data: Path, overrides: list) -> dict:
