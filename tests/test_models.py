@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from scenetools import cameras
 from scenetools import config as configs
@@ -174,18 +175,56 @@ def test_slot_attention_round_normalises_over_slots_then_takes_a_weighted_mean()
 
 
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (7, 2, 3), (3, 2, 1), (5, 3, 0)])
-def test_a_conv_over_constant_channels_equals_the_conv_of_their_broadcast(kernel, stride, padding):
-    """conv2d_with_constant_channels (ObSuRF's first conv) against F.conv2d on the
-    materialised input."""
+@pytest.mark.parametrize("layout", ["obsurf", "srt"])
+def test_a_conv_over_constant_channels_equals_the_conv_of_their_broadcast(kernel, stride, padding, layout):
+    """conv2d_of_parts (the first conv of ObSuRF: [pixels, constants]; of SRT and OSRT:
+    [image, constants, ray encoding]) against F.conv2d on the materialised input, in values
+    and in the weight's gradient."""
     from torch import nn
 
-    from scenetools.models.layers import conv2d_with_constant_channels
+    from scenetools.models.layers import conv2d_of_parts
 
     torch.manual_seed(0)
     conv = nn.Conv2d(10, 8, kernel, stride, padding, bias=kernel == 5).double()
     x, constant = torch.randn(2, 4, 17, 13, dtype=torch.float64), torch.randn(2, 6, dtype=torch.float64)
-    full = torch.cat([x, constant[:, :, None, None].expand(-1, -1, 17, 13)], 1)
-    assert torch.allclose(conv2d_with_constant_channels(conv, x, constant), conv(full), atol=1e-12)
+    broadcast = constant[:, :, None, None].expand(-1, -1, 17, 13)
+    if layout == "obsurf":
+        parts, full = [x, constant], torch.cat([x, broadcast], 1)
+    else:
+        parts, full = [x[:, :1], constant, x[:, 1:]], torch.cat([x[:, :1], broadcast, x[:, 1:]], 1)
+    ours = conv2d_of_parts(conv, parts)
+    (ours * torch.linspace(-1, 1, ours.numel(), dtype=torch.float64).view_as(ours)).sum().backward()
+    grad, conv.weight.grad = conv.weight.grad, None
+    expected = conv(full)
+    (expected * torch.linspace(-1, 1, expected.numel(), dtype=torch.float64).view_as(expected)).sum().backward()
+    assert torch.allclose(ours, expected, atol=1e-12)
+    assert torch.allclose(grad, conv.weight.grad, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch, grid, stride, multiplied", [(2, (15, 20), 2, True), (4, (15, 20), 2, True),
+                                                           (8, (15, 20), 2, False), (1, (15, 20), 1, True),
+                                                           (2, (15, 20), 1, False)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_conv_with_a_small_output_grid_is_one_product_in_bf16_and_equals_the_conv(batch, grid, stride,
+                                                                                   multiplied, dtype):
+    """layers.conv2d: im2col and one product for bf16 on the CPU up to SMALL_GRID_BF16 output
+    pixels (SRT's last conv at batch 2 has 160), else F.conv2d; values and gradients against
+    the conv in float64 on the same (rounded) numbers, on both sides of the switch."""
+    from scenetools.models import layers
+
+    torch.manual_seed(0)
+    x = torch.randn(batch, 32, *grid).to(dtype).requires_grad_()
+    weight = (torch.randn(48, 32, 3, 3) / 17).to(dtype).requires_grad_()
+    out = layers.conv2d(x, weight, None, stride, 1)
+    assert out.is_contiguous() != (multiplied and dtype == torch.bfloat16)  # the product's layout
+    direction = torch.randn(out.shape, dtype=torch.float64)
+    (out.double() * direction).sum().backward()
+    x64, w64 = (t.detach().double().requires_grad_() for t in (x, weight))
+    expected = F.conv2d(x64, w64, None, stride, 1)
+    (expected * direction).sum().backward()
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    for ours, exact in [(out, expected), (x.grad, x64.grad), (weight.grad, w64.grad)]:
+        assert (ours.double() - exact).abs().max() <= tolerance * exact.abs().max()
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])

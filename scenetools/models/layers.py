@@ -24,9 +24,13 @@ class PositionalEncoding(nn.Module):
         multipliers = 2.0 ** torch.arange(start_octave, start_octave + octaves, dtype=torch.float64) * math.pi
         self.register_buffer("multipliers", multipliers.float(), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scaled = (x[..., None] * self.multipliers).flatten(-2)
-        return torch.cat([torch.sin(scaled), torch.cos(scaled)], -1)
+    def forward(self, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """The coordinates along ``dim`` of x (e.g. 1 for images [N, 3, H, W]) become the
+        encoding there."""
+        dim = dim % x.dim()
+        octaves = self.multipliers.view((-1,) + (1,) * (x.dim() - 1 - dim))
+        scaled = (x.unsqueeze(dim + 1) * octaves).flatten(dim, dim + 1)
+        return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim)
 
 
 class RayEncoder(nn.Module):
@@ -45,13 +49,6 @@ class RayEncoder(nn.Module):
     def forward(self, camera_pos: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
         """camera_pos [..., 3], rays [..., 3] -> [..., dim]."""
         return torch.cat([self.pos_encoding(camera_pos), self.ray_encoding(rays)], -1)
-
-    def image(self, camera_pos: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
-        """Channels-first encoding of whole images: camera_pos [N, 3], rays [N, H, W, 3] ->
-        [N, dim, H, W]; the position encoding is shared by all pixels of an image."""
-        N, H, W, _ = rays.shape
-        pos = self.pos_encoding(camera_pos)[:, :, None, None].expand(-1, -1, H, W)
-        return torch.cat([pos, self.ray_encoding(rays).permute(0, 3, 1, 2)], 1)
 
 
 def linear(in_dim: int, out_dim: int, bias: bool = True, init_scheme: str = "torch") -> nn.Linear:
@@ -167,32 +164,82 @@ class Transformer(nn.Module):
         return x
 
 
-def conv2d_with_constant_channels(conv: nn.Conv2d, x: torch.Tensor, constant: torch.Tensor) -> torch.Tensor:
-    """``conv(cat([x, constant broadcast over the pixels], 1))`` without the broadcast.
+#: Up to how many output pixels (over the whole batch) :func:`conv2d` computes a bf16 conv
+#: on the CPU as one matrix product over the unfolded patches, where oneDNN's kernels lose.
+#: Forward and backward in ms, one thread of an AMD EPYC (avx512_bf16), oneDNN against the
+#: product: SRT's last conv (768 -> 1536, stride 2, 15 x 20 -> 8 x 10) at batch 2 (160
+#: pixels) 76 / 34, batch 4 (320) 130 / 77, batch 8 (640) 189 / 139; 768 -> 768 at 15 x 20,
+#: batch 1 (300) 31 / 30; 384 -> 768, stride 2, 30 x 40, batch 2 (600) 29 / 32. In fp32
+#: oneDNN wins from about 100 pixels on.
+SMALL_GRID_BF16 = 512
 
-    x [B, Cx, H, W]; constant [B, Cc], the last Cc input channels of ``conv`` (zero padding,
-    no dilation or groups), each the same value at every pixel of an image (e.g. the encoding
-    of its camera position) -> [B, out, H', W'], equal up to rounding.
 
-    Why: such channels often outnumber the varying ones, and the conv would spend most of its
-    work on them. At an output pixel, a constant channel contributes the kernel taps that fall
-    inside the image (the padding is zero) times its value, so its part is the per-image
-    kernel ``taps = W_c @ constant`` [B, out, kh, kw] summed over the taps in range: a sum
-    that separates into rows and columns.
+def computes_in_bf16(x: torch.Tensor) -> bool:
+    """Whether a conv or linear layer on ``x`` runs in bf16 (x in bf16, or under bf16 autocast)."""
+    device = x.device.type
+    return x.dtype == torch.bfloat16 or (
+        torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16)
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None, stride=1, padding=0) -> torch.Tensor:
+    """``F.conv2d`` (no dilation or groups): x [B, C, H, W], weight [O, C, kh, kw] ->
+    [B, O, H', W']. On the CPU in bf16 with at most ``SMALL_GRID_BF16`` output pixels it is
+    im2col and one product (the result then has channels-last strides)."""
+    stride, padding = nn.modules.utils._pair(stride), nn.modules.utils._pair(padding)
+    kernel = weight.shape[2:]
+    out_h, out_w = ((size + 2 * pad - k) // s + 1
+                    for size, pad, k, s in zip(x.shape[2:], padding, kernel, stride))
+    if x.device.type != "cpu" or len(x) * out_h * out_w > SMALL_GRID_BF16 or not computes_in_bf16(x):
+        return F.conv2d(x, weight, bias, stride, padding)
+    patches = F.unfold(x, kernel, padding=padding, stride=stride).transpose(1, 2)  # [B, H' W', C kh kw]
+    return F.linear(patches, weight.flatten(1), bias).transpose(1, 2).unflatten(2, (out_h, out_w))
+
+
+def conv2d_of_parts(conv: nn.Conv2d, parts) -> torch.Tensor:
+    """``conv`` of its input given in parts along the channels, without concatenating them.
+
+    A part [B, C, H, W] varies over the pixels; a part [B, C] is the same at every pixel of an
+    image (e.g. the encoding of its camera position). ``conv``: zero padding, no dilation or
+    groups, as many input channels as the parts have. -> [B, out, H', W'], equal to ``conv``
+    of the concatenation up to rounding.
+
+    Why: constant channels often outnumber the varying ones (SRT: 90 of 183, ObSuRF: 99 of
+    105), and the conv would spend most of its work on them. At an output pixel, a constant
+    channel contributes the kernel taps that fall inside the image (the padding is zero) times
+    its value, so its part is the per-image kernel ``taps = W_c @ constant`` [B, out, kh, kw]
+    summed over the taps in range: a sum that separates into rows and columns. Each varying
+    part takes its own slice of the kernel: a concatenated copy of the slices would be kept
+    by autograd for the backward pass.
     """
-    Cx = x.shape[1]
-    varying = F.conv2d(x, conv.weight[:, :Cx], conv.bias, conv.stride, conv.padding)
-    taps = torch.einsum("ocij,bc->boij", conv.weight[:, Cx:], constant.to(conv.weight.dtype))
+    weight, first, varying, taps = conv.weight, 0, None, 0
+    for part in parts:
+        kernel = weight[:, first:first + part.shape[1]]
+        first += part.shape[1]
+        if part.dim() == 2:
+            taps = taps + torch.einsum("ocij,bc->boij", kernel, part.to(kernel.dtype))
+        else:
+            out = conv2d(part, kernel, None, conv.stride, conv.padding)
+            # in place: both are fresh conv outputs, which no backward pass needs
+            varying = out if varying is None else varying.add_(out)
+    if varying is None:
+        raise ValueError("conv2d_of_parts needs at least one part [B, C, H, W]")
+    if first != weight.shape[1]:
+        raise ValueError(f"parts of {first} channels for a conv of {weight.shape[1]} input channels")
+    if conv.bias is not None:
+        varying = varying.add_(conv.bias[:, None, None].to(varying.dtype))
+    if not torch.is_tensor(taps):
+        return varying
+    height, width = next(p.shape[2:] for p in parts if p.dim() == 4)
 
     def in_range(size, out_size, kernel, stride, padding):  # [kernel, out_size]: tap i reaches the image
-        start = torch.arange(out_size, device=x.device)[None] * stride - padding
-        position = start + torch.arange(kernel, device=x.device)[:, None]
+        start = torch.arange(out_size, device=varying.device)[None] * stride - padding
+        position = start + torch.arange(kernel, device=varying.device)[:, None]
         return ((position >= 0) & (position < size)).to(varying.dtype)
 
     kh, kw = conv.kernel_size
-    rows = in_range(x.shape[2], varying.shape[2], kh, conv.stride[0], conv.padding[0])
-    cols = in_range(x.shape[3], varying.shape[3], kw, conv.stride[1], conv.padding[1])
-    return varying + torch.einsum("boij,iy,jx->boyx", taps.to(varying.dtype), rows, cols)
+    rows = in_range(height, varying.shape[2], kh, conv.stride[0], conv.padding[0])
+    cols = in_range(width, varying.shape[3], kw, conv.stride[1], conv.padding[1])
+    return varying.add_(torch.einsum("boij,iy,jx->boyx", taps.to(varying.dtype), rows, cols))
 
 
 class ConvBlock(nn.Module):
@@ -204,8 +251,11 @@ class ConvBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, hidden_channels, 3, stride=1, padding=1, bias=False)
         self.conv2 = nn.Conv2d(hidden_channels, out_channels, 3, stride=2, padding=1, bias=False)
 
-    def forward(self, x):
-        return F.relu(self.conv2(F.relu(self.conv1(x))))
+    def forward(self, *parts):
+        """The input [B, C, H, W], or its channels in parts (see :func:`conv2d_of_parts`)."""
+        # in place: the convs keep their inputs for the backward pass, not their outputs
+        x = F.relu(conv2d_of_parts(self.conv1, parts), inplace=True)
+        return F.relu(conv2d(x, self.conv2.weight, None, self.conv2.stride, self.conv2.padding), inplace=True)
 
 
 def slot_attention_round(slots, q, k, v, gru: nn.GRUCell, scale: float, eps: float) -> torch.Tensor:

@@ -48,7 +48,7 @@ from torch import nn
 from ..errors import BadInput
 from . import volume
 from .base import SceneModel, encoder_inputs, near_far
-from .layers import PositionalEncoding, conv2d_with_constant_channels, slot_attention_round
+from .layers import PositionalEncoding, conv2d_of_parts, slot_attention_round
 
 
 class FourierFeatures(nn.Module):
@@ -111,7 +111,7 @@ class ResNet(nn.Module):
         """x [B, C, H, W]; constant [B, in_channels - C]: further input channels, each the
         same at every pixel of an image."""
         x = x.contiguous(memory_format=torch.channels_last)
-        x = self.conv1(x) if constant is None else conv2d_with_constant_channels(self.conv1, x, constant)
+        x = self.conv1(x) if constant is None else conv2d_of_parts(self.conv1, [x, constant])
         x = F.relu(self.bn1(x))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from .base import SceneModel
 from .reference import map_state_dict
-from .layers import ConvBlock, RayEncoder, Transformer, mlp
+from .layers import ConvBlock, RayEncoder, Transformer, conv2d, mlp
 
 #: Largest patch grid the learned patch embedding covers (CLEVR 240x320 / 16).
 PATCH_GRID = (15, 20)
@@ -56,8 +56,13 @@ class SRTEncoder(nn.Module):
     def forward(self, images, camera_pos, rays):
         """images [B, I, 3, H, W], camera_pos [B, I, 3], rays [B, I, H, W, 3] -> [B, I * P, dim]."""
         B, I = images.shape[:2]
-        x = torch.cat([images.flatten(0, 1), self.ray_encoder.image(camera_pos.flatten(0, 1), rays.flatten(0, 1))], 1)
-        x = self.patch_projection(self.conv_blocks(x))  # [B * I, dim, h, w]
+        # conv input per pixel: [image, camera position encoding, ray encoding]; the position
+        # encoding is the same at every pixel of a view, so it goes in as constants
+        ray_encoder = self.ray_encoder
+        x = self.conv_blocks[0](images.flatten(0, 1), ray_encoder.pos_encoding(camera_pos.flatten(0, 1)),
+                                ray_encoder.ray_encoding(rays.flatten(0, 1).permute(0, 3, 1, 2), dim=1))
+        projection = self.patch_projection
+        x = conv2d(self.conv_blocks[1:](x), projection.weight, projection.bias)  # [B * I, dim, h, w]
         if not self.improved:
             h, w = x.shape[-2:]
             x = x + self.patch_embedding[:, :, :h, :w]
