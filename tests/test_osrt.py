@@ -62,6 +62,37 @@ def reference_osrt_state(num_slots=6):
     return {"encoder": rand(enc), "decoder": rand(dec), "it": 99}
 
 
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_the_slot_mixer_renders_the_mixed_slots_through_its_mlp(layer_norm):
+    """The Slot Mixer's colour is sigmoid(render_mlp([sum_s w_rs slot_s, encoded ray])) with
+    the mixing block's weights w (the reference's formula, written out here in float64);
+    without the layer norm our decoder mixes the slots' projections instead (osrt.
+    mixed_first_layer): the same colours and gradients."""
+    from scenetools.models.osrt import SlotMixerDecoder
+
+    torch.manual_seed(0)
+    decoder = SlotMixerDecoder(slot_dim=48, heads=2, hidden=32, layer_norm=layer_norm).double()
+    slots = torch.randn(2, 5, 48, dtype=torch.float64, requires_grad=True)
+    camera_pos, rays = torch.randn(2, 7, 3, dtype=torch.float64), torch.randn(2, 7, 3, dtype=torch.float64)
+    ours = decoder(slots, camera_pos, rays)
+    ours["rgb"].pow(2).sum().backward()
+    grads = [slots.grad] + [p.grad for p in decoder.parameters()]
+    slots.grad = None
+    decoder.zero_grad()
+
+    features, queries = decoder.ray_predictor(slots, camera_pos, rays)
+    block = decoder.mixing_block
+    q, k = block.to_q(block.norm_rays(features)), block.to_k(slots)
+    weights = (q @ k.transpose(1, 2) / 48 ** 0.5).softmax(-1)
+    mixed = block.norm_mix(sum(weights[..., s, None] * slots[:, None, s] for s in range(5)))
+    rgb = torch.sigmoid(decoder.render_mlp(torch.cat([mixed, queries], -1)))
+    rgb.pow(2).sum().backward()
+    assert torch.allclose(ours["segmentation"], weights, atol=1e-12)
+    assert torch.allclose(ours["rgb"], rgb, atol=1e-12)
+    for ours_grad, expected in zip(grads, [slots.grad] + [p.grad for p in decoder.parameters()]):
+        assert torch.allclose(ours_grad, expected, atol=1e-12)
+
+
 def test_reference_checkpoint_keys_map_onto_ours():
     reference = reference_osrt_state()
     config = configs.resolve("osrt", "osrt/clevr3d")
@@ -124,7 +155,10 @@ def test_short_cpu_run_segments_better_than_random_slots(osrt_run):
         random["ari"].append(float(adjusted_rand_index(instance, slots)[0]))
         random["fg_ari"].append(float(adjusted_rand_index(instance, slots, ignore_background=True)[0]))
     assert abs(np.mean(random["ari"])) < 0.02 and abs(np.mean(random["fg_ari"])) < 0.02
-    assert metrics["fg_ari"] > np.mean(random["fg_ari"]) + 0.03, metrics
+    # FG-ARI of this run moves by more than 0.003 with float rounding alone (a reordered sum:
+    # 0.0315 and 0.0280 at seed 1; 0.031 and 0.031, 0.054 and 0.042 at seeds 2 and 3), and
+    # random slots score 0.000 +- 0.005 here
+    assert metrics["fg_ari"] > np.mean(random["fg_ari"]) + 0.02, metrics
     assert metrics["ari"] > np.mean(random["ari"]) + 0.1, metrics
     assert "FG-ARI" in result.stdout
     log = [json.loads(line) for line in (osrt_run / "run" / "metrics.jsonl").read_text().splitlines()]
