@@ -32,7 +32,7 @@ import torch
 from scenetools import cameras
 from scenetools import config as configs
 from scenetools.data import stride_intrinsics
-from scenetools.device import autocast
+from scenetools.device import autocast, keep_freed_memory
 from scenetools.models import build_model
 from scenetools.sources.obsurf import RENDER_RANGE, camera_to_world, obsurf_intrinsics
 from scenetools.sources.srn import NEAR_FAR as SRN_NEAR_FAR
@@ -69,9 +69,11 @@ def build(name: str, reference_state: dict | None = None, scene_keys: torch.Tens
 class Trainer:
     """Our trainer's step (scenetools.train.train): forward under the run's precision,
     zero_grad, backward, grad-norm clip (the config's ``grad_clip``, else none), and the
-    optimizer step unless the bad-step guard skips it; Adam from ``make_optimizer`` (fused)."""
+    optimizer step unless the bad-step guard skips it; Adam from ``make_optimizer`` (fused).
+    Like scene-train on the CPU, the process keeps the memory it frees (``keep_freed_memory``)."""
 
     def __init__(self, model, config: dict, precision: str):
+        keep_freed_memory()
         self.model, self.training = model.train(), config["training"]
         self.optimizer = make_optimizer(model, self.training["lr"], CPU)
         self.precision = autocast(CPU, precision)

@@ -28,7 +28,7 @@ from . import checkpoint as ckpt
 from . import config as configs
 from . import distributed
 from . import memory
-from .device import autocast, to_device
+from .device import autocast, keep_freed_memory, to_device
 from .atomic import atomic_output
 from .data import ShardedSampler, make_dataset, scene_keys
 from .errors import BadInput
@@ -260,6 +260,8 @@ def train(model_name: str, data_path, config: dict, run_dir, options: Options) -
     Runs as one process, or as one of several when launched by torchrun or ``--gpus``.
     """
     process = distributed.setup(options.device)
+    if process.device.type == "cpu":
+        keep_freed_memory()
     training, data_config = config["training"], config["data"]
     torch.manual_seed(training["seed"] + process.rank)
     run_dir, data_path = Path(run_dir), Path(data_path)
