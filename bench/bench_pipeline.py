@@ -194,9 +194,11 @@ def main():
         train_scenes = (LOADER_BATCHES + STEPS) * BATCH
         folder = make_obsurf_dataset(work / "clevr3d", 3 * train_scenes)["root"]
         convert = BIN / "scene-convert"
-        subprocess.run([str(convert), "--from", "obsurf", str(folder), str(work / "clevr3d.h5"), "-q"], check=True)
+        # scene-convert prints its output's path; this bench's stdout is its JSON alone
+        quiet = {"check": True, "stdout": subprocess.DEVNULL}
+        subprocess.run([str(convert), "--from", "obsurf", str(folder), str(work / "clevr3d.h5"), "-q"], **quiet)
         subprocess.run([str(convert), "--from", "synthetic", str(work / "synthetic.h5"), "--scenes",
-                        str(SYNTHETIC_SCENES), "-q"], check=True)
+                        str(SYNTHETIC_SCENES), "-q"], **quiet)
         results = {name: {"clevr3d": clevr3d(name, ref_dir, folder, work / "clevr3d.h5", work),
                           "synthetic": synthetic(name, work / "synthetic.h5", work)} for name in models}
     write_result("pipeline", {"steps": STEPS, "warmup_steps": WARMUP, "loader_batches": LOADER_BATCHES,
