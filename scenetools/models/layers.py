@@ -213,12 +213,13 @@ def conv2d_of_parts(conv: nn.Conv2d, parts) -> torch.Tensor:
     part takes its own slice of the kernel: a concatenated copy of the slices would be kept
     by autograd for the backward pass.
     """
-    weight, first, varying, taps = conv.weight, 0, None, 0
+    weight, first, varying, taps = conv.weight, 0, None, None
     for part in parts:
         kernel = weight[:, first:first + part.shape[1]]
         first += part.shape[1]
         if part.dim() == 2:
-            taps = taps + torch.einsum("ocij,bc->boij", kernel, part.to(kernel.dtype))
+            part_taps = torch.einsum("ocij,bc->boij", kernel, part.to(kernel.dtype))
+            taps = part_taps if taps is None else taps + part_taps
         else:
             out = conv2d(part, kernel, None, conv.stride, conv.padding)
             # in place: both are fresh conv outputs, which no backward pass needs
@@ -229,7 +230,7 @@ def conv2d_of_parts(conv: nn.Conv2d, parts) -> torch.Tensor:
         raise ValueError(f"parts of {first} channels for a conv of {weight.shape[1]} input channels")
     if conv.bias is not None:
         varying = varying.add_(conv.bias[:, None, None].to(varying.dtype))
-    if not torch.is_tensor(taps):
+    if taps is None:
         return varying
     height, width = next(p.shape[2:] for p in parts if p.dim() == 4)
 
